@@ -1,0 +1,212 @@
+"""The ``gradaudit`` command line: thin commands that parse options and call the library.
+
+Examples:
+    gradaudit train --dataset fmnist --model mlp --attack linf --eps 0.0627 --epochs 10 --out runs/x
+    gradaudit robustness --run runs/x --norm linf --eps 0,0.05,0.1
+
+User errors print one line on stderr and exit with status 2 (``--debug`` shows the
+traceback). Results go to stdout (``--json`` for scripts); progress bars go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from ._allocator import tune_malloc
+from ._validation import GradauditError, ParameterError, format_validation_error
+
+app = typer.Typer(
+    name="gradaudit",
+    help="Audit whether feature attributions highlight the features a model uses.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Shared options, declared once.
+DataRoot = Annotated[
+    Path | None,
+    typer.Option("--data-root", envvar="GRADAUDIT_DATA", help="Folder holding the datasets."),
+]
+Device = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the run.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON to stdout.")]
+
+
+def parse_floats(text: str, name: str) -> list[float]:
+    """'0,0.05,0.1' -> [0.0, 0.05, 0.1], or a one-line error naming the option."""
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ParameterError(f"--{name} must be comma-separated numbers, e.g. 0,0.05,0.1. Got {text!r}.") from None
+
+
+def parse_ints(text: str, name: str) -> list[int]:
+    """'256,256' -> [256, 256], or a one-line error naming the option."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ParameterError(f"--{name} must be comma-separated integers, e.g. 256,256. Got {text!r}.") from None
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ParameterError(f"--device must be 'cpu' or 'cuda'. Got {name!r}.")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ParameterError("--device cuda was given but CUDA is not available here; use --device cpu.")
+    return name
+
+
+def emit(result: Any, as_json: bool, text: str) -> None:
+    """Print ``text`` for people, or ``result`` as JSON for scripts."""
+    from ._io import to_jsonable
+
+    typer.echo(json.dumps(to_jsonable(result), indent=2) if as_json else text)
+
+
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option(help="Dataset name, e.g. mnist, fmnist, blockmnist.")] = "mnist",
+    model: Annotated[str, typer.Option(help="Model name, e.g. mlp, cnn, resnet18.")] = "mlp",
+    hidden: Annotated[str, typer.Option(help="MLP hidden widths, comma-separated.")] = "256,256",
+    width: Annotated[int | None, typer.Option(help="ResNet base width (64 = published size).")] = None,
+    act: Annotated[str, typer.Option(help="Activation: relu or softplus.")] = "relu",
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 5,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
+    optimizer: Annotated[str, typer.Option(help="sgd or adam.")] = "sgd",
+    lr: Annotated[float, typer.Option(help="Learning rate (peak lr for onecycle).")] = 0.05,
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 0.0,
+    schedule: Annotated[str, typer.Option(help="constant, onecycle, multistep, step or cosine.")] = "constant",
+    augment: Annotated[str, typer.Option(help="none, flip or crop-flip.")] = "none",
+    attack: Annotated[str | None, typer.Option(help="Adversarial training: linf or l2.")] = None,
+    eps: Annotated[float, typer.Option(help="Attack radius in input units.")] = 0.0,
+    attack_steps: Annotated[int, typer.Option(help="PGD steps during training.")] = 10,
+    regularizer: Annotated[
+        str | None, typer.Option(help="gradnorm, score (score-matching) or anti (anti-score-matching).")
+    ] = None,
+    reg_weight: Annotated[float | None, typer.Option(help="Regularizer weight λ (paper default if unset).")] = None,
+    val_fraction: Annotated[float, typer.Option(help="Share of train held out to monitor.")] = 0.1,
+    out: Annotated[Path, typer.Option(help="Run directory (resumes if it holds a killed run).")] = Path("runs/train"),
+    seed: Seed = 0,
+    data_root: DataRoot = None,
+    device: Device = "cpu",
+    quiet: Quiet = False,
+    as_json: Json = False,
+) -> None:
+    """Train a model and write a run directory (config, metrics JSON, checkpoint)."""
+    from . import data as data_mod
+    from .models import ModelSpec
+    from .training import Recipe, accuracy, fit
+    from .training.regularizers import PAPER_DEFAULTS
+
+    reg_names = {"score": "score-matching", "anti": "anti-score-matching"}
+    reg = reg_names.get(regularizer, regularizer) if regularizer else None
+    if reg is not None and reg not in PAPER_DEFAULTS:
+        from ._validation import unknown_name
+
+        raise ParameterError(unknown_name("regularizer", regularizer, [*PAPER_DEFAULTS, "score", "anti"]))
+    weight = reg_weight if reg_weight is not None else (PAPER_DEFAULTS[reg]["reg_weight"] if reg else 0.0)
+    recipe = Recipe(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
+                    weight_decay=weight_decay, schedule=schedule, augment=augment, attack=attack, eps=eps,
+                    attack_steps=attack_steps, regularizer=reg, reg_weight=weight,
+                    val_fraction=val_fraction, seed=seed)
+    train_set = data_mod.load(dataset, "train", root=data_root, seed=seed)
+    options: dict[str, Any] = {}
+    if model in ("mlp",):
+        options["hidden"] = parse_ints(hidden, "hidden")
+    if width is not None:
+        options["width"] = width
+    if act != "relu":
+        options["act"] = act
+    spec = ModelSpec(name=model, input_shape=train_set.input_shape, num_classes=train_set.num_classes,
+                     options=options)
+    net = spec.build(seed=seed)
+    result = fit(net, train_set, recipe, out=out, device=_device(device), quiet=quiet,
+                 spec=spec.model_dump(mode="json"))
+    test_set = data_mod.load(dataset, "test", root=data_root, seed=seed)
+    test_acc = accuracy(net, test_set.x, test_set.y, device=device)
+    from ._io import read_json, write_json
+
+    info = read_json(out / "run.json")
+    info["test_accuracy"] = test_acc
+    write_json(out / "run.json", info)
+    last = result.history[-1] if result.history else {}
+    emit({"out": str(out), "test_accuracy": test_acc, "history": result.history}, as_json,
+         f"{'loaded' if result.loaded else 'trained'} {model} on {dataset}: "
+         f"train acc {last.get('train_acc', float('nan')):.4f}, val acc {last.get('val_acc', float('nan')):.4f}, "
+         f"test acc {test_acc:.4f} -> {out}")
+
+
+@app.command()
+def robustness(
+    run: Annotated[Path, typer.Option(help="A finished training run directory.")],
+    eps: Annotated[str, typer.Option(help="Comma-separated radii, in input units.")] = "0,0.05,0.1",
+    norm: Annotated[str, typer.Option(help="linf or l2.")] = "linf",
+    steps: Annotated[int, typer.Option(help="PGD steps (evaluation attacks are stronger than training).")] = 40,
+    restarts: Annotated[int, typer.Option(help="PGD random restarts.")] = 1,
+    n: Annotated[int | None, typer.Option(help="Evaluate on the first n test images (default all).")] = None,
+    data_root: DataRoot = None,
+    device: Device = "cpu",
+    seed: Seed = 0,
+    as_json: Json = False,
+) -> None:
+    """Robust accuracy of a trained run under PGD at several radii; saved as robustness.json."""
+    from . import data as data_mod
+    from ._io import write_json
+    from ._provenance import provenance
+    from .training import load_run, robust_accuracy
+
+    radii = parse_floats(eps, "eps")
+    dev = _device(device)
+    net, info = load_run(run, device=dev)
+    test = data_mod.load(info["data"]["name"], "test", root=data_root, seed=seed)
+    if n is not None:
+        test = test.subset(slice(0, n))
+    accs = robust_accuracy(net, test.x.to(dev), test.y.to(dev), norm=norm, eps=radii, steps=steps,
+                           restarts=restarts, bounds=test.bounds, seed=seed)
+    table = {"norm": norm, "steps": steps, "restarts": restarts, "n": len(test),
+             "accuracy": {str(k): v for k, v in accs.items()}, "seed": seed, **provenance()}
+    write_json(run / "robustness.json", table)
+    lines = [f"{'eps':>8}  accuracy"] + [f"{k:>8g}  {v:.4f}" for k, v in accs.items()]
+    emit(table, as_json, "\n".join(lines))
+
+
+def main() -> None:
+    """Entry point: run the app, mapping user errors to one line and exit status 2."""
+    tune_malloc()
+    debug = "--debug" in sys.argv or os.environ.get("GRADAUDIT_DEBUG") == "1"
+    if "--debug" in sys.argv:
+        sys.argv.remove("--debug")
+    try:
+        app(standalone_mode=False)
+    except (GradauditError, ValidationError) as err:
+        if debug:
+            raise
+        msg = format_validation_error(err) if isinstance(err, ValidationError) else str(err)
+        typer.echo(f"error: {msg}", err=True)
+        sys.exit(2)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as err:  # click usage errors
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""ResNets: the CIFAR variant (3x3 stem, no max-pool) and the ImageNet variant (7x7 stem).
+
+CIFAR-style depths follow Srinivas & Fleuret (ICLR 2021, ``models/resnet.py`` of
+idiap/rethinking-saliency) and the ``robustness`` library's ResNet50 used by Shah et al.
+(NeurIPS 2021): 3x3/s1 stem with 64 channels, four stages at strides 1, 2, 2, 2, global
+average pooling and one Linear layer. ``act="softplus"`` replaces every ReLU by
+``Softplus(beta)`` (the reference code keeps one ReLU inside its Bottleneck; here every
+activation follows ``act``). ``width`` scales the stage widths (64 = the published size;
+16 is a CPU-sized ResNet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .layers import activation
+
+__all__ = ["ResNet", "imagenet_resnet18", "resnet"]
+
+DEPTHS: dict[int, tuple[str, tuple[int, ...]]] = {
+    9: ("basic", (1, 1, 1, 1)),
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+}
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin: int, width: int, stride: int, act: str, beta: float) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, width, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.act1 = activation(act, beta)
+        self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.shortcut = _shortcut(cin, width, stride)
+        self.act2 = activation(act, beta)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.act2(out + self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, stride: int, act: str, beta: float) -> None:
+        super().__init__()
+        cout = width * self.expansion
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.act1 = activation(act, beta)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.act2 = activation(act, beta)
+        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.shortcut = _shortcut(cin, cout, stride)
+        self.act3 = activation(act, beta)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.act2(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.act3(out + self.shortcut(x))
+
+
+def _shortcut(cin: int, cout: int, stride: int) -> nn.Module:
+    if stride == 1 and cin == cout:
+        return nn.Identity()
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+
+class ResNet(nn.Module):
+    """A ResNet with a configurable stem; see the module docstring."""
+
+    def __init__(
+        self,
+        block: str,
+        blocks: Sequence[int],
+        in_channels: int,
+        num_classes: int,
+        width: int = 64,
+        act: str = "relu",
+        beta: float = 10.0,
+        imagenet_stem: bool = False,
+    ) -> None:
+        super().__init__()
+        cls = BasicBlock if block == "basic" else Bottleneck
+        if imagenet_stem:
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, width, 7, 2, 3, bias=False),
+                nn.BatchNorm2d(width),
+                activation(act, beta),
+                nn.MaxPool2d(3, 2, 1),
+            )
+        else:
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, width, 3, 1, 1, bias=False),
+                nn.BatchNorm2d(width),
+                activation(act, beta),
+            )
+        stages: list[nn.Module] = []
+        cin = width
+        for i, n in enumerate(blocks):
+            w = width * 2**i
+            for j in range(n):
+                stride = 2 if (i > 0 and j == 0) else 1
+                stages.append(cls(cin, w, stride, act, beta))
+                cin = w * cls.expansion
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.pool(self.stages(self.stem(x)))
+        return self.fc(torch.flatten(out, 1))
+
+
+def resnet(
+    depth: int,
+    input_shape: Sequence[int],
+    num_classes: int,
+    width: int = 64,
+    act: str = "relu",
+    beta: float = 10.0,
+) -> ResNet:
+    """A CIFAR-style ResNet of ``depth`` in {9, 18, 34, 50}."""
+    block, blocks = DEPTHS[depth]
+    return ResNet(block, blocks, input_shape[0], num_classes, width, act, beta)
+
+
+def imagenet_resnet18(
+    input_shape: Sequence[int],
+    num_classes: int,
+    width: int = 64,
+    act: str = "relu",
+    beta: float = 10.0,
+) -> ResNet:
+    """torchvision-layout ResNet18 (7x7/s2 stem, max-pool) for 112 px ImageNet-10 inputs."""
+    return ResNet("basic", (2, 2, 2, 2), input_shape[0], num_classes, width, act, beta, True)
