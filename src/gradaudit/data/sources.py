@@ -20,7 +20,7 @@ from .._validation import DataError
 from .imageset import ImageSet
 from .registry import register
 
-__all__ = ["FileSpec", "IDX_SETS", "md5sum", "read_idx"]
+__all__ = ["IDX_SETS", "FileSpec", "md5sum", "read_idx"]
 
 
 class FileSpec:

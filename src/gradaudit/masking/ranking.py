@@ -1,0 +1,90 @@
+"""Per-image ranking of attributions, stored compactly, and keep-masks built from it.
+
+Convention: ``positions[i, j]`` is the rank of coordinate j of image i when the image's
+coordinates are sorted by decreasing score (0 = most important). Keep-masks for any level
+are one comparison away (``positions < n_keep``), so masked data sets are never stored:
+callers build masks per batch.
+
+Reference code: harshays/inputgradients ``scripts/saliency_utils.py``
+(``get_attribution_indices``: argsort of |g| over all C·H·W elements per image).
+
+Deviations from the reference code:
+    * Ties are broken by a fixed, seeded jitter (the reference uses numpy's unstable
+      quicksort, so ties land arbitrarily), then a stable sort: the same seed gives the
+      same ranking.
+    * ``by="channel-sum"`` (ROAD's ranking) sums |attribution| over channels and ranks
+      pixels, giving one position per pixel shared by its channels.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .._validation import check_choice, check_float, check_int
+
+__all__ = ["RANK_BY", "keep_count", "keep_mask", "rank_positions", "scores"]
+
+RANK_BY = ("element", "channel-sum")
+SIDES = ("top", "bottom")
+_JITTER = 1e-6  # relative to the per-image score range; only reorders (near-)ties
+
+
+def scores(attributions: torch.Tensor, by: str = "element") -> torch.Tensor:
+    """Importance scores: |a| per element (N, C, H, W), or Σ_c |a| per pixel (N, 1, H, W)."""
+    check_choice(by, "by", "scores", RANK_BY)
+    mag = attributions.detach().abs().float()
+    return mag.sum(1, keepdim=True) if by == "channel-sum" else mag
+
+
+def rank_positions(
+    attributions: torch.Tensor, *, by: str = "element", seed: int = 0, batch_size: int = 4096
+) -> torch.Tensor:
+    """Rank positions (0 = highest |attribution|) of every coordinate of every image.
+
+    Args:
+        attributions: (N, C, H, W) attribution maps; ranked by magnitude.
+        by: "element" (rank over C·H·W, the paper) or "channel-sum" (rank pixels by
+            Σ_c |a|; output has one channel).
+        seed: Seeds the tie-break jitter.
+        batch_size: Images ranked at a time (bounds memory).
+
+    Returns:
+        int16 positions when there are at most 32 767 coordinates per image, else int32;
+        shape (N, C, H, W), or (N, 1, H, W) for channel-sum.
+    """
+    check_int(batch_size, "batch_size", "rank_positions", 1)
+    s = scores(attributions, by)
+    n, d = s.shape[0], s[0].numel()
+    dtype = torch.int16 if d <= torch.iinfo(torch.int16).max else torch.int32
+    gen = torch.Generator().manual_seed(seed)
+    out = torch.empty((n, d), dtype=dtype)
+    arange = torch.arange(d, dtype=dtype)
+    for i in range(0, n, batch_size):
+        block = s[i : i + batch_size].flatten(1).cpu()
+        span = (block.amax(1, keepdim=True) - block.amin(1, keepdim=True)).clamp_min(1e-30)
+        jitter = torch.rand(block.shape, generator=gen) * span * _JITTER
+        order = torch.argsort(block + jitter, dim=1, descending=True, stable=True)
+        out[i : i + batch_size].scatter_(1, order, arange.expand_as(order))
+    return out.view(s.shape)
+
+
+def keep_count(fraction: float, d: int) -> int:
+    """Coordinates kept at ``fraction``: round(fraction·d) (the reference's rounding)."""
+    check_float(fraction, "fraction", "keep_count", 0.0, 1.0)
+    return round(fraction * d)
+
+
+def keep_mask(positions: torch.Tensor, fraction: float, side: str = "top") -> torch.Tensor:
+    """Bool mask of the coordinates kept: the top (or bottom) ``fraction`` by rank.
+
+    Args:
+        positions: Output of :func:`rank_positions` (a batch of it is fine).
+        fraction: Share of each image's coordinates kept, in [0, 1].
+        side: "top" keeps the highest-ranked, "bottom" the lowest-ranked.
+    """
+    check_choice(side, "side", "keep_mask", SIDES)
+    d = positions[0].numel()
+    k = keep_count(fraction, d)
+    if side == "top":
+        return positions < k
+    return positions >= d - k
