@@ -1,0 +1,351 @@
+"""A content-addressed run store: one directory per job, named by the hash of its config.
+
+Layout::
+
+    <root>/<kind>/<name>-<hash>/
+        config.json   kind, name, hash, the canonical config, provenance, creation time
+        lock          present while a process writes the job (flock + its pid)
+        ...           the job's own files (checkpoints, weights, maps)
+        error.json    the last failure, if the last attempt raised
+        done.json     status, result summary, finish time, wall time: written last, atomically
+
+A job is *done* exactly when ``done.json`` exists; it is written only after the job function
+returned, so a killed or crashed job is never mistaken for a finished one. Running a done
+job loads its result; running an unfinished one calls the job function again, which resumes
+from whatever it checkpointed under ``job.path`` (``training.fit(..., out=job.path)`` does).
+
+Example:
+    >>> store = RunStore("runs")
+    >>> def train_one(job):
+    ...     net = spec.build(seed=0)
+    ...     fit(net, train, recipe, out=job.path)   # resumes if killed
+    ...     return {"test_acc": accuracy(net, test.x, test.y)}
+    >>> store.run("model", {"spec": spec, "recipe": recipe, "data": "fmnist"}, train_one)
+    {'test_acc': 0.89...}
+
+The hash covers the kind and the config, not the code: change a field of the config (for
+instance a ``version``) when a code change must invalidate finished jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import re
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._io import to_jsonable, write_json
+from .._provenance import provenance
+from .._validation import DataError, GradauditError, ParameterError, ParameterTypeError
+from .hashing import HASH_LENGTH, canonical, config_hash
+from .lock import LOCK_NAME, JobLock, is_locked
+
+if TYPE_CHECKING:
+    from .executors import Executor
+
+__all__ = ["CONFIG", "DONE", "ERROR", "Job", "RunStore"]
+
+CONFIG, DONE, ERROR = "config.json", "done.json", "error.json"
+STATUSES = ("done", "running", "failed", "partial", "corrupt", "new")
+_KIND = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,79}")
+_DIR = re.compile(rf"(?P<name>.+)-(?P<hash>[0-9a-f]{{{HASH_LENGTH}}})")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _read(path: Path, fix: str) -> dict[str, Any]:
+    """A job's JSON file, or a DataError naming the file and ``fix``."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise DataError(f"The run file {path} is unreadable or corrupt ({err}). {fix}") from None
+    if not isinstance(info, dict):
+        raise DataError(f"The run file {path} is corrupt (not a JSON object). {fix}")
+    return info
+
+
+@dataclass
+class Job:
+    """One job directory. Get it from :meth:`RunStore.job` (by config) or
+    :meth:`RunStore.jobs` / :meth:`RunStore.find` (from disk).
+
+    Attributes:
+        kind: The job's kind ("model", "maps", "retrain", "study"...).
+        name: A readable label; the directory is ``<name>-<hash>``.
+        hash: The short hash of kind + config.
+        path: The job directory; the job function writes its files here.
+    """
+
+    kind: str
+    name: str
+    hash: str
+    path: Path
+    _config: Any = field(default=None, repr=False)
+    _lock: JobLock | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> Any:
+        """The canonical config (from memory, or from ``config.json``)."""
+        if self._config is None:
+            self._config = self.read_config()["config"]
+        return self._config
+
+    def read_config(self) -> dict[str, Any]:
+        """The whole ``config.json`` (config, provenance, created)."""
+        return _read(self.path / CONFIG, f"Delete the job directory {self.path} to redo the job "
+                     "(gradaudit runs gc --corrupt does it), or restore the file.")
+
+    @property
+    def done(self) -> bool:
+        """Whether the job finished (``done.json`` exists and is valid)."""
+        if not (self.path / DONE).exists():
+            return False
+        self.info()
+        return True
+
+    def info(self) -> dict[str, Any]:
+        """The whole ``done.json`` (status, result, finished, wall_s, provenance)."""
+        info = _read(self.path / DONE, f"Delete {self.path / DONE} to rerun the job (it resumes "
+                     "from its checkpoints), or restore the file.")
+        if info.get("status") != "done" or "result" not in info:
+            raise DataError(f"The run file {self.path / DONE} is corrupt (no status 'done' or no "
+                            f"result). Delete it to rerun the job, or restore the file.")
+        return info
+
+    def result(self) -> Any:
+        """The result summary the job function returned (as JSON types)."""
+        if not (self.path / DONE).exists():
+            raise GradauditError(f"The job {self.path} is not done (status {self.status}); "
+                                 "run it first.")
+        return self.info()["result"]
+
+    @property
+    def status(self) -> str:
+        """done, running (a live process holds the lock), failed (the last attempt raised),
+        partial (started, not finished), corrupt (unreadable run files) or new."""
+        try:
+            if self.done:
+                return "done"
+            if not self.path.exists():
+                return "new"
+            if (self.path / CONFIG).exists():
+                self.read_config()
+        except DataError:
+            return "corrupt"
+        if is_locked(self.path / LOCK_NAME):
+            return "running"
+        return "failed" if (self.path / ERROR).exists() else "partial"
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[Job]:
+        """``with job.lock():`` makes this process the job's only writer for the block;
+        entering creates the directory and ``config.json``.
+
+        Raises:
+            JobLockedError: another live process holds it.
+        """
+        with JobLock(self.path, f"{self.kind}/{self.path.name}") as lock:
+            self._lock = lock
+            try:
+                self._write_config()
+                yield self
+            finally:
+                self._lock = None
+
+    def _write_config(self) -> None:
+        if (self.path / CONFIG).exists():
+            return
+        if self._config is None:
+            raise DataError(f"The job {self.path} has no {CONFIG}; open it with "
+                            "RunStore.job(kind, config) to restart it.")
+        write_json(self.path / CONFIG, {"kind": self.kind, "name": self.name, "hash": self.hash,
+                                        "config": self._config, "created": _now(),
+                                        "provenance": provenance()})
+
+    def finish(self, result: Any, wall_s: float | None = None) -> None:
+        """Mark the job done with ``result`` (JSON-able); call it holding :meth:`lock`."""
+        if self._lock is None or not self._lock.held:
+            raise GradauditError(f"Job.finish() of {self.path} must be called inside "
+                                 "`with job.lock():` (RunStore.run does this for you).")
+        try:
+            value = to_jsonable(result)
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise ParameterTypeError(
+                f"The result of job {self.path} must be JSON-able (numbers, strings, lists, "
+                f"dicts): {err}. Save tensors and models as files under job.path instead."
+            ) from None
+        write_json(self.path / DONE, {"status": "done", "kind": self.kind, "name": self.name,
+                                      "hash": self.hash, "result": value, "finished": _now(),
+                                      "wall_s": wall_s, "provenance": provenance()})
+        (self.path / ERROR).unlink(missing_ok=True)
+
+    def record_error(self, err: BaseException) -> None:
+        """Write ``error.json`` for a failed attempt (the job stays unfinished)."""
+        lines = traceback.format_exception(err)
+        write_json(self.path / ERROR, {"error": type(err).__name__, "message": str(err),
+                                       "time": _now(), "traceback": "".join(lines[-6:])})
+
+
+class RunStore:
+    """Jobs under one root directory (see the module docstring).
+
+    Args:
+        root: The store's folder; created on the first job.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self.root)!r})"
+
+    def job(self, kind: str, config: Any, name: str | None = None) -> Job:
+        """The job of ``config``: its directory is ``<root>/<kind>/<name>-<hash>``.
+
+        A job already on disk under another name (same kind and config) is reused: the
+        config, not the label, identifies the work.
+
+        Raises:
+            ParameterError: a bad kind or name.
+            ParameterTypeError: a config value that cannot be hashed.
+            DataError: the existing directory's ``config.json`` is corrupt or holds
+                another config.
+        """
+        _check_label(kind, _KIND, "kind", "a lowercase word like 'model' or 'retrain-group'")
+        name = kind if name is None else name
+        _check_label(name, _NAME, "name", "letters, digits and . _ + = -, e.g. 'mlp-linf'")
+        cfg = canonical(config)
+        digest = config_hash(kind, cfg)
+        found = sorted((self.root / kind).glob(f"*-{digest}")) if (self.root / kind).is_dir() else []
+        path = found[0] if found else self.root / kind / f"{name}-{digest}"
+        job = Job(kind, path.name[: -HASH_LENGTH - 1], digest, path, cfg)
+        if (path / CONFIG).exists():
+            stored = job.read_config()
+            if stored.get("kind") != kind or stored.get("config") != cfg:
+                raise DataError(f"The run file {path / CONFIG} holds another config than the one "
+                                f"hashed to {digest} (edited by hand?). Delete {path} to redo "
+                                "the job, or restore the file.")
+        return job
+
+    def run(self, kind: str, config: Any, fn: Callable[[Job], Any], name: str | None = None) -> Any:
+        """The result of the job: loaded if done, else ``fn(job)`` run and recorded.
+
+        ``fn`` writes its files under ``job.path`` and returns a JSON-able summary; if an
+        earlier attempt was killed, ``fn`` finds its checkpoints there and resumes. The value
+        returned is always the one read back from ``done.json``, so a first run and a cached
+        run return equal results.
+
+        Raises:
+            JobLockedError: another live process is running the same job.
+            Exception: whatever ``fn`` raised (the job stays unfinished, with error.json).
+        """
+        job = self.job(kind, config, name)
+        if job.done:
+            return job.result()
+        with job.lock():
+            if job.done:  # finished by another process while we waited
+                return job.result()
+            start = time.perf_counter()
+            try:
+                result = fn(job)
+            except Exception as err:
+                job.record_error(err)
+                raise
+            job.finish(result, wall_s=round(time.perf_counter() - start, 3))
+        return job.result()
+
+    def task(self, kind: str, name: str | None = None) -> Callable[[Callable[[Job], Any]], Callable[[Any], Any]]:
+        """Decorator: ``@store.task("model") def train(job): ...`` then ``train(config)``."""
+
+        def wrap(fn: Callable[[Job], Any]) -> Callable[[Any], Any]:
+            def call(config: Any) -> Any:
+                return self.run(kind, config, fn, name)
+
+            call.__doc__ = fn.__doc__
+            return call
+
+        return wrap
+
+    def map(self, kind: str, configs: Sequence[Any], fn: Callable[[Job], Any],
+            names: Sequence[str | None] | None = None, executor: Executor | None = None) -> list[Any]:
+        """Run many independent jobs of one kind, on ``executor`` (in-process by default).
+
+        Equal configs are run once. Results come back in the order of ``configs``, and are
+        equal whichever executor ran them.
+        """
+        from .executors import InProcessExecutor
+
+        names = list(names) if names is not None else [None] * len(configs)
+        if len(names) != len(configs):
+            raise ParameterError(f"The 'names' parameter of RunStore.map must have one name per "
+                                 f"config ({len(configs)}). Got {len(names)}.")
+        jobs = [self.job(kind, c, n) for c, n in zip(configs, names, strict=True)]
+        unique = list({j.hash: (j.config, j.name) for j in jobs}.items())
+        task = JobTask(str(self.root), kind, fn)
+        results = (executor or InProcessExecutor()).map(task, [item for _, item in unique])
+        by_hash = {digest: r for (digest, _), r in zip(unique, results, strict=True)}
+        return [by_hash[j.hash] for j in jobs]
+
+    def jobs(self, kind: str | None = None) -> list[Job]:
+        """The job directories on disk (optionally of one kind), sorted by kind and name."""
+        if not self.root.is_dir():
+            return []
+        kinds = [self.root / kind] if kind else sorted(self.root.iterdir())
+        out = []
+        for folder in kinds:
+            if not folder.is_dir() or folder.name.startswith("."):
+                continue
+            for path in sorted(folder.iterdir()):
+                m = _DIR.fullmatch(path.name)
+                if m and path.is_dir():
+                    out.append(Job(folder.name, m["name"], m["hash"], path))
+        return out
+
+    def find(self, key: str) -> Job:
+        """The job at path ``key``, or whose hash (or ``name-hash``) starts with ``key``.
+
+        Raises:
+            ParameterError: no job or several jobs match.
+        """
+        path = Path(key)
+        m = _DIR.fullmatch(path.name)
+        if path.is_dir() and m:
+            return Job(path.parent.name, m["name"], m["hash"], path)
+        matches = [j for j in self.jobs() if j.hash.startswith(key) or j.path.name.startswith(key)]
+        if not matches:
+            raise ParameterError(f"No job matches {key!r} under {self.root}. List them with "
+                                 f"`gradaudit runs ls --root {self.root}`.")
+        if len(matches) > 1:
+            shown = ", ".join(f"{j.kind}/{j.path.name}" for j in matches[:5])
+            raise ParameterError(f"{key!r} matches {len(matches)} jobs under {self.root} "
+                                 f"({shown}); give more characters of the hash.")
+        return matches[0]
+
+
+@dataclass(frozen=True)
+class JobTask:
+    """A picklable ``(config, name) -> result`` that runs one job of a store on any worker."""
+
+    root: str
+    kind: str
+    fn: Callable[[Job], Any]
+
+    def __call__(self, item: tuple[Any, str | None]) -> Any:
+        config, name = item
+        return RunStore(self.root).run(self.kind, config, self.fn, name)
+
+
+def _check_label(value: Any, pattern: re.Pattern[str], what: str, example: str) -> None:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ParameterError(f"The {what!r} parameter of RunStore.job must be {example}. "
+                             f"Got {value!r}.")
