@@ -182,6 +182,11 @@ def robustness(
     emit(table, as_json, "\n".join(lines))
 
 
+from .runs.cli import runs_app  # noqa: E402 (sub-app: `gradaudit runs ls|show|gc`)
+
+app.add_typer(runs_app, name="runs")
+
+
 def main() -> None:
     """Entry point: run the app, mapping user errors to one line and exit status 2."""
     tune_malloc()
