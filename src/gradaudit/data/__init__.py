@@ -1,6 +1,6 @@
 """Datasets as in-memory tensors: ``data.load(name, split, root, seed)`` -> :class:`ImageSet`."""
 
-from . import sources  # noqa: F401  (registers the loaders)
+from . import blockmnist, cifar, imagenet, sources, synthetic  # noqa: F401  (register loaders)
 from .imageset import ImageSet
 from .registry import DATASETS, data_root, load
 

@@ -1,14 +1,13 @@
-"""Real image datasets from files under the data root: MNIST and Fashion-MNIST (IDX .gz).
+"""Real image datasets from IDX files under the data root: MNIST and Fashion-MNIST.
 
-Every known file is md5-checked before it is parsed. A missing or corrupt file raises one
-:class:`~gradaudit.DataError` that names the file and says how to provide it.
+Every known file is md5-checked before it is parsed, and downloaded from its canonical URL
+when it is missing and the network answers (see :mod:`gradaudit.data.download`). A missing
+or corrupt file raises one :class:`~gradaudit.DataError` that names the file and the fix.
 """
 
 from __future__ import annotations
 
 import functools
-import gzip
-import hashlib
 import struct
 import zlib
 from pathlib import Path
@@ -16,24 +15,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._validation import DataError
+from .._validation import DataError, check_bool
+from .download import FileSpec, ensure_files, md5sum
 from .imageset import ImageSet
 from .registry import register
 
-__all__ = ["IDX_SETS", "FileSpec", "md5sum", "read_idx"]
-
-
-class FileSpec:
-    """A published file: its name, md5 and download URLs."""
-
-    def __init__(self, name: str, md5: str, urls: tuple[str, ...]) -> None:
-        self.name, self.md5, self.urls = name, md5, urls
-
+__all__ = ["IDX_SETS", "FileSpec", "idx_files", "idx_tensors", "load_fmnist", "load_mnist",
+           "md5sum", "read_idx"]
 
 _MNIST_URLS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
                "http://yann.lecun.com/exdb/mnist/")
 _FMNIST_URLS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
 
+# Per dataset: folder under the data root, URL prefixes, (file, md5) pairs per split,
+# class names, and the per-channel mean/std of the *train* split (the same for both splits,
+# so a model normalizes test inputs with train statistics).
 IDX_SETS: dict[str, dict[str, object]] = {
     "mnist": {
         "folder": "mnist",
@@ -45,6 +41,8 @@ IDX_SETS: dict[str, dict[str, object]] = {
                      ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c")),
         },
         "classes": [str(i) for i in range(10)],
+        "mean": (0.1307,),
+        "std": (0.3081,),
     },
     "fmnist": {
         "folder": "fashion-mnist",
@@ -57,32 +55,34 @@ IDX_SETS: dict[str, dict[str, object]] = {
         },
         "classes": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                     "Sneaker", "Bag", "Ankle boot"],
+        "mean": (0.2860,),
+        "std": (0.3530,),
     },
 }
 
 
-def md5sum(path: Path) -> str:
-    """The hex md5 of a file."""
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def idx_files(name: str, split: str) -> tuple[FileSpec, FileSpec]:
+    """The (images, labels) file specs of an IDX dataset's split, with full download URLs."""
+    spec = IDX_SETS[name]
+    pairs = spec["files"][split]  # type: ignore[index]
+    urls = spec["urls"]
+    return tuple(  # type: ignore[return-value]
+        FileSpec(file, md5, tuple(prefix + file for prefix in urls))  # type: ignore[union-attr]
+        for file, md5 in pairs
+    )
 
 
-def _require(path: Path, md5: str | None, dataset: str) -> Path:
-    if not path.is_file():
-        raise DataError(
-            f"Missing data file {path} for dataset {dataset!r}. Put the published file there, "
-            f"or point --data-root / GRADAUDIT_DATA at the folder that holds "
-            f"{path.parent.name}/{path.name}."
-        )
-    if md5 is not None and md5sum(path) != md5:
-        raise DataError(
-            f"Corrupt data file {path}: its md5 is not the published {md5}. "
-            f"Delete it and put a fresh copy of {path.name} there."
-        )
-    return path
+def _gunzip(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+        # wbits 31: gzip container; decompressobj lets a truncated stream be detected.
+        inflater = zlib.decompressobj(31)
+        out = inflater.decompress(raw)
+    except (OSError, zlib.error) as err:
+        raise DataError(f"Corrupt data file {path}: not a gzip file ({err}).") from None
+    if not inflater.eof:
+        raise DataError(f"Corrupt data file {path}: the gzip stream is truncated.")
+    return out
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -91,13 +91,12 @@ def read_idx(path: Path) -> np.ndarray:
     Raises:
         DataError: Not gzip, truncated, or not an IDX ubyte file.
     """
-    try:
-        with gzip.open(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError, zlib.error) as err:
-        raise DataError(f"Corrupt data file {path}: not a complete gzip file ({err}).") from None
+    raw = _gunzip(path)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataError(f"Corrupt data file {path}: wrong IDX magic number (expected ubyte IDX).")
+        raise DataError(
+            f"Corrupt data file {path}: wrong IDX magic number {raw[:4].hex() or 'none'} "
+            "(expected 00 00 08 0N, an unsigned-byte IDX file)."
+        )
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
@@ -112,36 +111,63 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _load_idx_cached(name: str, split: str, root: str) -> tuple[torch.Tensor, torch.Tensor]:
-    spec = IDX_SETS[name]
-    folder = Path(root) / str(spec["folder"])
-    (img_name, img_md5), (lbl_name, lbl_md5) = spec["files"][split]  # type: ignore[index]
-    images = read_idx(_require(folder / img_name, img_md5, name))
-    labels = read_idx(_require(folder / lbl_name, lbl_md5, name))
+def _load_idx_cached(
+    name: str, split: str, root: str, verify: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    folder = Path(root) / str(IDX_SETS[name]["folder"])
+    img_path, lbl_path = ensure_files(folder, idx_files(name, split), name, verify=verify)
+    images, labels = read_idx(img_path), read_idx(lbl_path)
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise DataError(
-            f"Corrupt data files in {folder}: images {images.shape} and labels {labels.shape} "
-            "do not match."
+            f"Corrupt data files {img_path} and {lbl_path}: images of shape {images.shape} "
+            f"and labels of shape {labels.shape} do not match (expected (N, H, W) and (N,))."
         )
-    x = torch.from_numpy(images.copy()).float().div_(255.0).unsqueeze(1)
+    n_classes = len(IDX_SETS[name]["classes"])  # type: ignore[arg-type]
+    if labels.size and int(labels.max()) >= n_classes:
+        raise DataError(
+            f"Corrupt data file {lbl_path}: label {int(labels.max())} is outside 0..{n_classes - 1}."
+        )
+    x = torch.from_numpy(images.copy()).unsqueeze(1).float().div_(255.0)
     y = torch.from_numpy(labels.astype(np.int64))
     return x, y
 
 
-def _load_idx(name: str, split: str, root: Path) -> ImageSet:
-    x, y = _load_idx_cached(name, split, str(root.resolve()))
-    meta = {"name": name, "split": split, "classes": IDX_SETS[name]["classes"],
-            "bounds": (0.0, 1.0), "mean": (float(x.mean()),), "std": (float(x.std()),)}
+def idx_tensors(
+    name: str, split: str, root: Path, verify: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cached (x float32 (N,1,28,28) in [0,1], y int64); callers must not modify them."""
+    return _load_idx_cached(name, split, str(root.resolve()), verify)
+
+
+def _load_idx(name: str, split: str, root: Path, verify: bool) -> ImageSet:
+    check_bool(verify, "verify", f"load({name!r})")
+    x, y = idx_tensors(name, split, root, verify)
+    spec = IDX_SETS[name]
+    meta = {"name": name, "split": split, "classes": list(spec["classes"]),  # type: ignore[call-overload]
+            "bounds": (0.0, 1.0), "mean": spec["mean"], "std": spec["std"]}
     return ImageSet(x.clone(), y.clone(), meta)
 
 
 @register("mnist")
-def load_mnist(split: str, root: Path, seed: int) -> ImageSet:
-    """MNIST (LeCun et al. 1998): 1×28×28 in [0, 1], 60 000 train / 10 000 test, 10 classes."""
-    return _load_idx("mnist", split, root)
+def load_mnist(split: str, root: Path, seed: int, verify: bool = True) -> ImageSet:
+    """MNIST (LeCun et al. 1998): 1×28×28 in [0, 1], 60 000 train / 10 000 test, 10 classes.
+
+    Files: ``<root>/mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz``, downloaded from
+    the PyTorch mirror when missing and online. ``meta["mean"]``/``["std"]`` are the train
+    split's statistics (0.1307, 0.3081) for ``models.build(..., normalize=...)``.
+
+    Args:
+        verify: Check each file's md5 against the published one (default). Pass False only
+            for your own copies in the IDX format (e.g. a subset).
+    """
+    return _load_idx("mnist", split, root, verify)
 
 
 @register("fmnist")
-def load_fmnist(split: str, root: Path, seed: int) -> ImageSet:
-    """Fashion-MNIST (Xiao et al. 2017): 1×28×28 in [0, 1], 60 000 / 10 000, 10 classes."""
-    return _load_idx("fmnist", split, root)
+def load_fmnist(split: str, root: Path, seed: int, verify: bool = True) -> ImageSet:
+    """Fashion-MNIST (Xiao et al. 2017): 1×28×28 in [0, 1], 60 000 / 10 000, 10 classes.
+
+    Files: ``<root>/fashion-mnist/`` with the same names as MNIST. Train statistics
+    (0.2860, 0.3530) in ``meta``. ``verify`` as for :func:`load_mnist`.
+    """
+    return _load_idx("fmnist", split, root, verify)
