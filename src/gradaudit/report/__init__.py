@@ -1,0 +1,45 @@
+"""Figures and self-contained HTML reports for the studies.
+
+The studies feed plain numbers (lists, arrays, tensors, dicts) to :mod:`.plots`, which
+returns matplotlib Figures, and assemble them with :class:`Report` into one HTML file::
+
+    from gradaudit.report import Report, plots
+
+    r = Report("BlockMNIST feature leakage")
+    r.figure(plots.block_attribution_grid(x, {"standard MLP": g_std}), "Input gradients ...")
+    r.write("out/report.html", save_figures=True)
+
+Importing this package has no side effects (no matplotlib backend switch, no pyplot).
+"""
+
+from . import plots
+from .html import Report
+from .plots import (
+    PALETTE,
+    accuracy_curves,
+    attribution_grid,
+    bar_with_errors,
+    block_attribution_grid,
+    coordinate_heatmaps,
+    diffroar_curves,
+    figure_bytes,
+    image_grid,
+    metric_heatmap,
+    save_figure,
+)
+
+__all__ = [
+    "PALETTE",
+    "Report",
+    "accuracy_curves",
+    "attribution_grid",
+    "bar_with_errors",
+    "block_attribution_grid",
+    "coordinate_heatmaps",
+    "diffroar_curves",
+    "figure_bytes",
+    "image_grid",
+    "metric_heatmap",
+    "plots",
+    "save_figure",
+]
