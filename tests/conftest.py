@@ -66,6 +66,29 @@ def fmnist_test(fmnist_root: Path) -> data.ImageSet:
     return data.load("fmnist", "test", root=fmnist_root)
 
 
+def _asset_slice(name: str) -> data.ImageSet:
+    """A small real slice of the test set (tests/assets, rebuilt by scripts/make_test_assets.py)."""
+    from gradaudit._io import load_tensors
+
+    t = load_tensors(ASSETS / "mnist_fmnist_slice.safetensors")
+    meta = {"name": name, "split": "test", "classes": IDX_SETS[name]["classes"],
+            "bounds": (0.0, 1.0)}
+    return data.ImageSet(t[f"{name}_x"].float() / 255.0, t[f"{name}_y"], meta,
+                         {"test_index": t[f"{name}_index"]})
+
+
+@pytest.fixture(scope="session")
+def mnist_slice() -> data.ImageSet:
+    """300 real MNIST test images (30 per class); needs no data root."""
+    return _asset_slice("mnist")
+
+
+@pytest.fixture(scope="session")
+def fmnist_slice() -> data.ImageSet:
+    """300 real Fashion-MNIST test images (30 per class); needs no data root."""
+    return _asset_slice("fmnist")
+
+
 @pytest.fixture(autouse=True)
 def _seed_global_rng() -> None:
     """Tests never rely on the global RNG, but seed it so any slip is reproducible."""
