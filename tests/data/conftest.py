@@ -3,11 +3,14 @@ an ImageNet tree), and no network for the data tests."""
 
 from __future__ import annotations
 
+import functools
 import gzip
+import http.server
 import io
 import struct
 import tarfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,6 +24,23 @@ from PIL import Image
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     """Data tests never touch the network (download tests opt back in explicitly)."""
     monkeypatch.setenv("GRADAUDIT_OFFLINE", "1")
+
+
+@pytest.fixture
+def local_server(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """An HTTP server on 127.0.0.1 over a fresh folder: yields (folder, base URL)."""
+    folder = tmp_path / "server"
+    folder.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # ---------------------------------------------------------------- IDX

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
-import http.server
 import socket
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,49 +13,35 @@ from gradaudit import DataError, ParameterError, data
 from gradaudit.data import download as dl
 
 
-@contextlib.contextmanager
-def serve(folder: Path) -> Iterator[str]:
-    """A local HTTP server over ``folder``; yields its base URL."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+def _published(server: tuple[Path, str], payload: bytes) -> tuple[str, str]:
+    folder, url = server
+    (folder / "file.bin").write_bytes(payload)
+    return url + "file.bin", hashlib.md5(payload).hexdigest()
 
 
-def _published(tmp_path: Path, payload: bytes) -> tuple[Path, str]:
-    src = tmp_path / "server"
-    src.mkdir()
-    (src / "file.bin").write_bytes(payload)
-    return src, hashlib.md5(payload).hexdigest()
-
-
-def test_download_writes_verified_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_writes_verified_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_server: tuple[Path, str]
+) -> None:
     monkeypatch.delenv("GRADAUDIT_OFFLINE")
     payload = bytes(range(256)) * 5000
-    src, md5 = _published(tmp_path, payload)
+    url, md5 = _published(local_server, payload)
     dest = tmp_path / "root" / "file.bin"
-    with serve(src) as url:
-        spec = dl.FileSpec("file.bin", md5, ("http://127.0.0.1:9/nothing", url + "file.bin"))
-        paths = dl.ensure_files(dest.parent, [spec], "toy")
+    spec = dl.FileSpec("file.bin", md5, ("http://127.0.0.1:9/nothing", url))
+    paths = dl.ensure_files(dest.parent, [spec], "toy")
     assert paths == [dest]
     assert dest.read_bytes() == payload
     assert [p.name for p in dest.parent.iterdir()] == ["file.bin"]
 
 
-def test_download_with_wrong_md5_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_with_wrong_md5_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_server: tuple[Path, str]
+) -> None:
     monkeypatch.delenv("GRADAUDIT_OFFLINE")
-    src, _ = _published(tmp_path, b"not the published bytes")
+    url, _ = _published(local_server, b"not the published bytes")
     folder = tmp_path / "root"
-    with serve(src) as url:
-        spec = dl.FileSpec("file.bin", "0" * 32, (url + "file.bin",))
-        with pytest.raises(DataError) as err:
-            dl.ensure_files(folder, [spec], "toy")
+    spec = dl.FileSpec("file.bin", "0" * 32, (url,))
+    with pytest.raises(DataError) as err:
+        dl.ensure_files(folder, [spec], "toy")
     msg = str(err.value)
     assert "file.bin" in msg and "not the published" in msg and str(folder) in msg
     assert list(folder.iterdir()) == []  # no partial or temporary file left behind

@@ -1,0 +1,202 @@
+"""CIFAR-10/100 from small files written in the real formats (Python-2 pickles, folder or tarball)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import pickle
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from gradaudit import DataError, ParameterError, data
+from gradaudit.data import cifar
+
+
+def _expect(s: data.ImageSet, truth: dict, split: str, kind: str = "fine") -> None:
+    images, labels = truth[split]
+    assert s.x.dtype == torch.float32 and s.x.shape == (len(images), 3, 32, 32)
+    assert torch.equal(s.x, torch.from_numpy(images).float() / 255)
+    assert s.y.dtype == torch.int64 and s.y.tolist() == labels[kind].tolist()
+    assert s.meta["classes"] == truth["names"][kind]
+    assert s.bounds == (0.0, 1.0) and s.x.min() >= 0.0 and s.x.max() <= 1.0
+
+
+@pytest.mark.parametrize("form", ["folder", "tarball"])
+def test_cifar10_both_forms(tmp_path: Path, formats: SimpleNamespace, form: str) -> None:
+    files, truth = formats.cifar_files("cifar10", n=8)
+    getattr(formats, f"cifar_{form}")(tmp_path, "cifar10", files)
+    train = data.load("cifar10", "train", root=tmp_path, verify=False)
+    test = data.load("cifar10", "test", root=tmp_path, verify=False)
+    _expect(train, truth, "train")
+    _expect(test, truth, "test")
+    assert len(train) == 5 * 8  # five batches, in order
+    assert train.meta["mean"] == (0.4914, 0.4822, 0.4465)
+    assert train.meta["std"] == (0.2023, 0.1994, 0.2010)
+
+
+@pytest.mark.parametrize("form", ["folder", "tarball"])
+def test_cifar100_fine_and_coarse(tmp_path: Path, formats: SimpleNamespace, form: str) -> None:
+    files, truth = formats.cifar_files("cifar100", n=10, seed=1)
+    getattr(formats, f"cifar_{form}")(tmp_path, "cifar100", files)
+    fine = data.load("cifar100", "test", root=tmp_path, verify=False)
+    coarse = data.load("cifar100", "test", root=tmp_path, verify=False, labels="coarse")
+    _expect(fine, truth, "test", "fine")
+    _expect(coarse, truth, "test", "coarse")
+    assert fine.num_classes == 100 and coarse.num_classes == 20
+    with pytest.raises(ParameterError, match=r"'labels'.*'fine', 'coarse'"):
+        data.load("cifar100", "test", root=tmp_path, verify=False, labels="super")
+
+
+def test_folder_wins_over_tarball(tmp_path: Path, formats: SimpleNamespace) -> None:
+    files_a, truth_a = formats.cifar_files("cifar10", n=4, seed=1)
+    files_b, _ = formats.cifar_files("cifar10", n=4, seed=2)
+    formats.cifar_folder(tmp_path, "cifar10", files_a)
+    formats.cifar_tarball(tmp_path, "cifar10", files_b)
+    _expect(data.load("cifar10", "test", root=tmp_path, verify=False), truth_a, "test")
+
+
+def test_md5_checked_by_default(tmp_path: Path, formats: SimpleNamespace) -> None:
+    files, _ = formats.cifar_files("cifar10", n=4)
+    folder = formats.cifar_folder(tmp_path, "cifar10", files)
+    with pytest.raises(DataError, match="not the published") as err:
+        data.load("cifar10", "test", root=tmp_path)
+    assert str(folder / "test_batch") in str(err.value)
+    tar_root = tmp_path / "t"
+    tar = formats.cifar_tarball(tar_root, "cifar10", files)
+    with pytest.raises(DataError, match="c58f30108f718f92721af3b95e74349a") as err:
+        data.load("cifar10", "test", root=tar_root)
+    assert str(tar) in str(err.value)
+
+
+def test_md5_table_matches_a_file_written_with_it(tmp_path: Path, formats: SimpleNamespace,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """verify=True accepts a folder whose files match the md5 table."""
+    files, truth = formats.cifar_files("cifar10", n=4)
+    formats.cifar_folder(tmp_path, "cifar10", files)
+    layout = cifar.CIFAR_SETS["cifar10"]
+
+    def spec(s: cifar.FileSpec) -> cifar.FileSpec:
+        return dataclasses.replace(s, md5=hashlib.md5(files[s.name]).hexdigest())
+
+    patched = dataclasses.replace(
+        layout, meta=spec(layout.meta),
+        batches={k: tuple(spec(s) for s in v) for k, v in layout.batches.items()})
+    monkeypatch.setitem(cifar.CIFAR_SETS, "cifar10", patched)
+    _expect(data.load("cifar10", "test", root=tmp_path), truth, "test")
+
+
+def test_missing_everything_one_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as err:
+        data.load("cifar100", "train", root=tmp_path)
+    msg = str(err.value)
+    assert msg.count("Missing data") == 1
+    assert str(tmp_path / "cifar-100-python") in msg and "train" in msg and "meta" in msg
+    assert str(tmp_path) in msg and "cifar-100-python.tar.gz" in msg
+    assert "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz" in msg
+    assert "eb9058c3a382ffc7106e4002c42a8d85" in msg and "GRADAUDIT_OFFLINE" in msg
+
+
+def test_incomplete_folder_without_tarball(tmp_path: Path, formats: SimpleNamespace) -> None:
+    files, _ = formats.cifar_files("cifar10", n=4)
+    del files["data_batch_3"]
+    formats.cifar_folder(tmp_path, "cifar10", files)
+    with pytest.raises(DataError, match="data_batch_3") as err:
+        data.load("cifar10", "train", root=tmp_path, verify=False)
+    assert "data_batch_1" not in str(err.value)
+
+
+def _folder_with(tmp_path: Path, formats: SimpleNamespace, name: str, file: str,
+                 raw: bytes) -> Path:
+    files, _ = formats.cifar_files(name, n=4)
+    files[file] = raw
+    return formats.cifar_folder(tmp_path, name, files) / file
+
+
+class _Evil:
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (Path("/tmp/gradaudit-evil-pickle-ran"),))
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"garbage, not a pickle", "not a CIFAR python pickle"),
+        (None, "not a CIFAR python pickle"),  # truncated pickle
+        (pickle.dumps([1, 2, 3], protocol=2), "expected a dict"),
+        ("no-data", r"expected keys 'data' and 'labels'"),
+        ("bad-shape", r"uint8 array of shape \(N, 3072\)"),
+        ("bad-dtype", r"uint8 array of shape \(N, 3072\)"),
+        ("few-labels", "4 images but 3 labels"),
+        ("big-label", "outside 0..9"),
+        (pickle.dumps({"data": _Evil()}, protocol=2), "never does"),
+    ],
+    ids=["garbage", "truncated", "not-dict", "no-data", "bad-shape", "bad-dtype",
+         "few-labels", "big-label", "forbidden-global"],
+)
+def test_corrupt_batch_names_the_file(tmp_path: Path, formats: SimpleNamespace, raw: object,
+                                      message: str) -> None:
+    good = {"data": np.zeros((4, 3072), np.uint8), "labels": [0, 1, 2, 3]}
+    variants = {
+        "no-data": {"labels": [0]},
+        "bad-shape": {**good, "data": np.zeros((4, 1024), np.uint8)},
+        "bad-dtype": {**good, "data": np.zeros((4, 3072), np.float32)},
+        "few-labels": {**good, "labels": [0, 1, 2]},
+        "big-label": {**good, "labels": [0, 1, 2, 10]},
+    }
+    if raw is None:
+        raw = formats.py2_pickle(good)[:-200]
+    elif isinstance(raw, str):
+        raw = pickle.dumps(variants[raw], protocol=2)
+    path = _folder_with(tmp_path, formats, "cifar10", "test_batch", raw)  # type: ignore[arg-type]
+    with pytest.raises(DataError, match=message) as err:
+        data.load("cifar10", "test", root=tmp_path, verify=False)
+    assert str(path) in str(err.value)
+    assert err.value.__cause__ is None
+    assert not Path("/tmp/gradaudit-evil-pickle-ran").exists()
+
+
+def test_meta_without_class_names(tmp_path: Path, formats: SimpleNamespace) -> None:
+    path = _folder_with(tmp_path, formats, "cifar100", "meta",
+                        formats.py2_pickle({"fine_label_names": ["a"] * 100}))
+    with pytest.raises(DataError, match="coarse_label_names") as err:
+        data.load("cifar100", "test", root=tmp_path, verify=False, labels="coarse")
+    assert str(path) in str(err.value)
+
+
+def test_truncated_tarball_names_it(tmp_path: Path, formats: SimpleNamespace) -> None:
+    files, _ = formats.cifar_files("cifar10", n=64)
+    tar = formats.cifar_tarball(tmp_path, "cifar10", files)
+    tar.write_bytes(tar.read_bytes()[: tar.stat().st_size // 2])
+    with pytest.raises(DataError, match=r"not a complete \.tar\.gz") as err:
+        data.load("cifar10", "train", root=tmp_path, verify=False)
+    assert str(tar) in str(err.value)
+
+
+def test_tarball_without_a_member(tmp_path: Path, formats: SimpleNamespace) -> None:
+    files, _ = formats.cifar_files("cifar10", n=4)
+    del files["test_batch"]
+    tar = formats.cifar_tarball(tmp_path, "cifar10", files)
+    with pytest.raises(DataError, match="cifar-10-batches-py/test_batch") as err:
+        data.load("cifar10", "test", root=tmp_path, verify=False)
+    assert str(tar) in str(err.value)
+
+
+def test_cifar_download_from_mirror(tmp_path: Path, formats: SimpleNamespace,
+                                    monkeypatch: pytest.MonkeyPatch,
+                                    local_server: tuple[Path, str]) -> None:
+    """A missing tarball is fetched (md5-verified) when online; here from a local server."""
+    server_dir, url = local_server
+    files, truth = formats.cifar_files("cifar10", n=4)
+    tar = formats.cifar_tarball(server_dir, "cifar10", files)
+    layout = cifar.CIFAR_SETS["cifar10"]
+    tarball = dataclasses.replace(layout.tarball, md5=hashlib.md5(tar.read_bytes()).hexdigest(),
+                                  urls=(url + tar.name,))
+    monkeypatch.setitem(cifar.CIFAR_SETS, "cifar10", dataclasses.replace(layout, tarball=tarball))
+    monkeypatch.delenv("GRADAUDIT_OFFLINE")
+    root = tmp_path / "root"
+    _expect(data.load("cifar10", "test", root=root), truth, "test")
+    assert (root / tar.name).read_bytes() == tar.read_bytes()
