@@ -6,14 +6,13 @@ ones resume. Executors run independent jobs in this process or on a Ray cluster.
     >>> store = RunStore("runs")
     >>> result = store.run("model", config, train_one)   # train_one(job) -> JSON-able summary
 
-Names are imported on first use, so ``gradaudit --help`` stays fast (the store needs torch
-for its atomic-write helpers).
+Reading a store imports neither torch nor Ray, so ``gradaudit runs ls`` starts instantly.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+from .executors import EXECUTORS, Executor, InProcessExecutor, RayExecutor, make_executor
+from .hashing import canonical, canonical_json, config_hash
+from .lock import JobLockedError
+from .store import Job, RunStore
 
 __all__ = [
     "EXECUTORS",
@@ -23,24 +22,8 @@ __all__ = [
     "JobLockedError",
     "RayExecutor",
     "RunStore",
+    "canonical",
     "canonical_json",
     "config_hash",
     "make_executor",
 ]
-
-_WHERE = {
-    "EXECUTORS": "executors", "Executor": "executors", "InProcessExecutor": "executors",
-    "RayExecutor": "executors", "make_executor": "executors",
-    "Job": "store", "RunStore": "store", "JobLockedError": "lock",
-    "canonical_json": "hashing", "config_hash": "hashing",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)

@@ -27,9 +27,7 @@ Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON 
 
 
 def _dump(obj: Any) -> str:
-    from .._io import to_jsonable
-
-    return json.dumps(to_jsonable(obj), indent=2)
+    return json.dumps(obj, indent=2, default=str)
 
 
 def _table(rows: list[Any]) -> str:
@@ -122,7 +120,8 @@ def gc(root: Root = Path("runs"), kind: Kind = None,
     lines = [f"{verb} {r.kind}/{r.path.name} ({r.status}, {format_size(r.size)})" for r in out["deleted"]]
     lines += [f"kept {r.kind}/{r.path.name}: a process is writing it" for r in out["kept_running"]]
     lines += [f"{verb} leftover {p}" for p in out["strays"]]
-    total = sum(r.size for r in out["deleted"])
-    lines.append(f"{verb} {len(out['deleted'])} job(s), {format_size(total)}" if out["deleted"]
-                 or out["strays"] else "nothing to delete")
+    total = format_size(sum(r.size for r in out["deleted"]))
+    counts = [f"{len(out['deleted'])} job(s) ({total})"] if out["deleted"] else []
+    counts += [f"{len(out['strays'])} leftover(s)"] if out["strays"] else []
+    lines.append(f"{verb} {' and '.join(counts)}" if counts else "nothing to delete")
     typer.echo("\n".join(lines))

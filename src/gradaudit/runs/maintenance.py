@@ -8,6 +8,7 @@ half-deleted job), then removing it. Done jobs are kept unless asked for explici
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -191,8 +192,6 @@ def describe(job: Job) -> dict[str, Any]:
         except DataError as err:
             out["done_error"] = str(err)
     if (job.path / "error.json").exists():
-        from .._io import read_json
-
         with contextlib.suppress(OSError, ValueError):
-            out["last_error"] = read_json(job.path / "error.json")
+            out["last_error"] = json.loads((job.path / "error.json").read_text(encoding="utf-8"))
     return out

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._io import to_jsonable, write_json
 from .._provenance import provenance
 from .._validation import DataError, GradauditError, ParameterError, ParameterTypeError
 from .hashing import HASH_LENGTH, canonical, config_hash
@@ -167,6 +166,8 @@ class Job:
         if self._config is None:
             raise DataError(f"The job {self.path} has no {CONFIG}; open it with "
                             "RunStore.job(kind, config) to restart it.")
+        from .._io import write_json
+
         write_json(self.path / CONFIG, {"kind": self.kind, "name": self.name, "hash": self.hash,
                                         "config": self._config, "created": _now(),
                                         "provenance": provenance()})
@@ -176,6 +177,8 @@ class Job:
         if self._lock is None or not self._lock.held:
             raise GradauditError(f"Job.finish() of {self.path} must be called inside "
                                  "`with job.lock():` (RunStore.run does this for you).")
+        from .._io import to_jsonable, write_json  # (imports torch: only when writing)
+
         try:
             value = to_jsonable(result)
             json.dumps(value, allow_nan=False)
@@ -191,6 +194,8 @@ class Job:
 
     def record_error(self, err: BaseException) -> None:
         """Write ``error.json`` for a failed attempt (the job stays unfinished)."""
+        from .._io import write_json
+
         lines = traceback.format_exception(err)
         write_json(self.path / ERROR, {"error": type(err).__name__, "message": str(err),
                                        "time": _now(), "traceback": "".join(lines[-6:])})
