@@ -83,9 +83,14 @@ def style() -> Iterator[None]:
         yield
 
 
-def new_figure(figsize: tuple[float, float]) -> Figure:
-    """A white figure with an Agg canvas and constrained layout (call inside :func:`style`)."""
+def new_figure(figsize: tuple[float, float], *, tight: bool = False) -> Figure:
+    """A white figure with an Agg canvas and constrained layout (call inside :func:`style`).
+
+    ``tight`` packs panels closely (image grids).
+    """
     fig = Figure(figsize=figsize, layout="constrained")
+    if tight:
+        fig.get_layout_engine().set(w_pad=0.01, h_pad=0.01, wspace=0.01, hspace=0.01)
     FigureCanvasAgg(fig)
     return fig
 

@@ -43,7 +43,10 @@ def slugify(text: str, max_len: int = 48) -> str:
     """A lowercase ASCII file/anchor name: 'DiffROAR (ℓ∞ 16/255)' -> 'diffroar-16-255'."""
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
-    return slug[:max_len].rstrip("-") or "item"
+    if len(slug) > max_len:  # cut at a word boundary when there is one
+        cut = slug[: max_len + 1]
+        slug = cut.rsplit("-", 1)[0] if "-" in cut else slug[:max_len]
+    return slug or "item"
 
 
 def plain(value: Any) -> str:
@@ -147,6 +150,9 @@ def table_html(
     caller: str,
 ) -> str:
     """A <table> with a caption; cells carry ``data-sort`` keys for the sorting script."""
+    for key in headers:
+        if key not in columns:
+            raise ParameterError(unknown_name("column in 'headers'", key, columns, caller=caller))
     fmts = _formatters(formats, columns, caller)
     best = _best(rows, highlight, columns, caller)
     head = "".join(

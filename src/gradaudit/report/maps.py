@@ -123,7 +123,9 @@ def image_grid(
     nrows = math.ceil(len(imgs) / ncols)
     aspect = imgs.shape[1] / imgs.shape[2]
     with style():
-        fig = new_figure((cell_size * ncols, cell_size * aspect * nrows + (0.3 if title else 0.1)))
+        fig = new_figure(
+            (cell_size * ncols, cell_size * aspect * nrows + (0.3 if title else 0.1)), tight=True
+        )
         grid = fig.subplots(nrows, ncols, squeeze=False)
         for j, ax in enumerate(grid.flat):
             if j >= len(imgs):
@@ -194,7 +196,8 @@ def attribution_grid(
     n, aspect = len(imgs), imgs.shape[1] / imgs.shape[2]
     with style():
         fig = new_figure(
-            (cell_size * n + 0.35, cell_size * aspect * (1 + len(rows)) + (0.3 if title else 0.1))
+            (cell_size * n + 0.35, cell_size * aspect * (1 + len(rows)) + (0.3 if title else 0.1)),
+            tight=True,
         )
         grid = fig.subplots(1 + len(rows), n, squeeze=False)
         for j in range(n):
