@@ -65,6 +65,13 @@ def seeded_job(job: Job) -> dict[str, Any]:
     return {"seed": cfg["seed"], "trace": (w @ w.T).trace().item(), "first": w[0, 0].item()}
 
 
+def failing_job(job: Job) -> None:
+    """Fails for odd seeds, after writing a partial file."""
+    (job.path / "partial.txt").write_text("started")
+    if job.config["seed"] % 2:
+        raise ValueError(f"seed {job.config['seed']} diverged")
+
+
 if __name__ == "__main__":
     root, pause = Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 0
     result = RunStore(root).run("model", CONFIG, lambda job: train_job(job, pause), name="toy")

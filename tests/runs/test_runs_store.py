@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,3 +263,43 @@ def test_lock_is_exclusive_within_one_process_too(tmp_path: Path) -> None:
         with pytest.raises(JobLockedError, match=f"process {os.getpid()}"), other.lock():
             pass
     assert job.status == "partial"
+
+
+def test_wait_for_a_holder_then_load_its_result(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    job = store.job("model", {"n": 1})
+    release = threading.Event()
+
+    def holder():
+        with job.lock():
+            release.wait(10)
+            job.finish({"by": "holder"})
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        while job.status != "running":
+            time.sleep(0.01)
+        with pytest.raises(JobLockedError):
+            store.run("model", {"n": 1}, _ok, wait=0.1)
+        threading.Timer(0.3, release.set).start()
+        calls = []
+        assert store.run("model", {"n": 1}, lambda j: calls.append(1), wait=10) == {"by": "holder"}
+        assert calls == []
+    finally:
+        release.set()
+        thread.join()
+
+
+def test_lock_error_inside_the_job_is_not_retried(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    inner = store.job("maps", {"n": 1})
+    calls = []
+
+    def outer(job):
+        calls.append(1)
+        return store.run("maps", {"n": 1}, _ok)  # held below: fails at once
+
+    with inner.lock(), pytest.raises(JobLockedError, match="maps/maps-"):
+        store.run("study", {"n": 1}, outer, wait=5)
+    assert calls == [1]

@@ -24,6 +24,7 @@ from .._validation import GradauditError
 __all__ = ["JobLock", "JobLockedError", "holder", "is_locked"]
 
 LOCK_NAME = "lock"
+GRACE_S = 0.2
 
 
 class JobLockedError(GradauditError, RuntimeError):
@@ -60,14 +61,15 @@ class JobLock:
     Args:
         directory: The job directory (created if missing).
         job: How to name the job in error messages.
-        retries: Attempts, 50 ms apart, before reporting the job as held (a concurrent
-            ``runs ls`` probe holds the lock for microseconds).
+        wait: Seconds to wait for a holder to let go before reporting the job as held. A
+            grace of 0.2 s is always added, to ride over a concurrent ``runs ls`` probe
+            (which holds the lock for microseconds).
     """
 
-    def __init__(self, directory: Path, job: str, retries: int = 5) -> None:
+    def __init__(self, directory: Path, job: str, wait: float = 0.0) -> None:
         self.path = Path(directory) / LOCK_NAME
         self.job = job
-        self.retries = retries
+        self.wait = wait
         self._fd: int | None = None
 
     @property
@@ -79,21 +81,22 @@ class JobLock:
         if self._fd is not None:
             raise GradauditError(f"The lock of job {self.job} is already held by this object.")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for attempt in range(self.retries):
+        deadline = time.monotonic() + self.wait + GRACE_S
+        while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                if attempt + 1 < self.retries:
-                    time.sleep(0.05)
+                if time.monotonic() >= deadline:
+                    raise JobLockedError(self._held_message()) from None
+                time.sleep(0.05 if self.wait <= 1 else 0.5)
                 continue
             if self._same_file(fd):
                 self._fd = fd
                 self._record(fd)
                 return
             os.close(fd)  # the holder released and removed that file meanwhile: retry
-        raise JobLockedError(self._held_message())
 
     def _same_file(self, fd: int) -> bool:
         try:

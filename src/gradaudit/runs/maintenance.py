@@ -113,7 +113,7 @@ def _delete(row: JobRow) -> bool:
     """Delete one job unless a process took it meanwhile; True if deleted."""
     trash = row.path.parent / f"{_TRASH}{row.path.name}-{os.getpid()}"
     try:
-        with JobLock(row.path, f"{row.kind}/{row.path.name}", retries=1):
+        with JobLock(row.path, f"{row.kind}/{row.path.name}", wait=0):
             os.replace(row.path, trash)
     except JobLockedError:
         return False
@@ -132,7 +132,7 @@ def _clean_strays(store: RunStore, rows: list[JobRow], dry_run: bool) -> list[Pa
         if row.status == "running" or not any(row.path.glob("**/.*.tmp")):
             continue  # (look first: taking the lock would touch the job's mtime)
         try:
-            with JobLock(row.path, f"{row.kind}/{row.path.name}", retries=1):
+            with JobLock(row.path, f"{row.kind}/{row.path.name}", wait=0):
                 temps = sorted(p for p in row.path.glob("**/.*.tmp") if p.is_file())
                 for path in [] if dry_run else temps:
                     path.unlink(missing_ok=True)

@@ -145,14 +145,17 @@ class Job:
         return "failed" if (self.path / ERROR).exists() else "partial"
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[Job]:
+    def lock(self, wait: float = 0.0) -> Iterator[Job]:
         """``with job.lock():`` makes this process the job's only writer for the block;
         entering creates the directory and ``config.json``.
 
+        Args:
+            wait: Seconds to wait for another holder to let go.
+
         Raises:
-            JobLockedError: another live process holds it.
+            JobLockedError: another live process holds it (after ``wait``).
         """
-        with JobLock(self.path, f"{self.kind}/{self.path.name}") as lock:
+        with JobLock(self.path, f"{self.kind}/{self.path.name}", wait=wait) as lock:
             self._lock = lock
             try:
                 self._write_config()
@@ -242,7 +245,8 @@ class RunStore:
                                 "the job, or restore the file.")
         return job
 
-    def run(self, kind: str, config: Any, fn: Callable[[Job], Any], name: str | None = None) -> Any:
+    def run(self, kind: str, config: Any, fn: Callable[[Job], Any], name: str | None = None,
+            *, wait: float = 0.0) -> Any:
         """The result of the job: loaded if done, else ``fn(job)`` run and recorded.
 
         ``fn`` writes its files under ``job.path`` and returns a JSON-able summary; if an
@@ -250,23 +254,35 @@ class RunStore:
         returned is always the one read back from ``done.json``, so a first run and a cached
         run return equal results.
 
+        Args:
+            kind: The job's kind (a lowercase word: "model", "maps", "retrain-group"...).
+            config: Everything that determines the result (JSON types, pydantic models,
+                dataclasses); its hash names the directory.
+            fn: ``fn(job) -> result``, the work.
+            name: A readable label for the directory (default: the kind).
+            wait: Seconds to wait for another process that holds the job, then load its
+                result (or take the job over if it died); 0 raises at once.
+
         Raises:
-            JobLockedError: another live process is running the same job.
+            JobLockedError: another live process is running the same job (after ``wait``).
             Exception: whatever ``fn`` raised (the job stays unfinished, with error.json).
         """
         job = self.job(kind, config, name)
         if job.done:
             return job.result()
-        with job.lock():
-            if job.done:  # finished by another process while we waited
-                return job.result()
-            start = time.perf_counter()
-            try:
-                result = fn(job)
-            except Exception as err:
-                job.record_error(err)
-                raise
-            job.finish(result, wall_s=round(time.perf_counter() - start, 3))
+        with job.lock(wait=wait):
+            return self._run_locked(job, fn)
+
+    def _run_locked(self, job: Job, fn: Callable[[Job], Any]) -> Any:
+        if job.done:  # finished by another process while we waited
+            return job.result()
+        start = time.perf_counter()
+        try:
+            result = fn(job)
+        except Exception as err:
+            job.record_error(err)
+            raise
+        job.finish(result, wall_s=round(time.perf_counter() - start, 3))
         return job.result()
 
     def task(self, kind: str, name: str | None = None) -> Callable[[Callable[[Job], Any]], Callable[[Any], Any]]:
@@ -312,7 +328,7 @@ class RunStore:
                 continue
             for path in sorted(folder.iterdir()):
                 m = _DIR.fullmatch(path.name)
-                if m and path.is_dir():
+                if m and path.is_dir() and not path.name.startswith("."):
                     out.append(Job(folder.name, m["name"], m["hash"], path))
         return out
 
