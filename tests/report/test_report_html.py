@@ -91,6 +91,7 @@ def _report() -> Report:
         ],
         caption="DiffROAR at k = 0.05 per model.",
         formats={"acc": "{:.1%}"},
+        headers={"acc": "test accuracy"},
         highlight={"diffroar": "max", "acc": "min"},
     )
     r.bullets(["first **point**", "second"])
@@ -159,6 +160,7 @@ def test_table_cells_sort_keys_and_highlight(page):
     assert "0.050 ± 0.010" in text and "89.0%" in text and "n/a" in text
     assert next(a.get("class") for t, a in checker.starts if t == "table") == "kv"
     assert ("table", {"class": "sortable"}) in checker.starts
+    assert '<th scope="col" data-col="acc">test accuracy</th>' in page
 
 
 def test_provenance_config_and_determinism(page):
