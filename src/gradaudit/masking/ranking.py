@@ -9,9 +9,9 @@ Reference code: harshays/inputgradients ``scripts/saliency_utils.py``
 (``get_attribution_indices``: argsort of |g| over all C·H·W elements per image).
 
 Deviations from the reference code:
-    * Ties are broken by a fixed, seeded jitter (the reference uses numpy's unstable
-      quicksort, so ties land arbitrarily), then a stable sort: the same seed gives the
-      same ranking.
+    * Ties are broken uniformly at random by a seeded shuffle followed by a stable sort
+      (the reference uses numpy's unstable quicksort, so ties land arbitrarily): the same
+      seed gives the same ranking, and exactly tied coordinates are ordered by chance.
     * ``by="channel-sum"`` (ROAD's ranking) sums |attribution| over channels and ranks
       pixels, giving one position per pixel shared by its channels.
 """
@@ -26,7 +26,6 @@ __all__ = ["RANK_BY", "keep_count", "keep_mask", "rank_positions", "scores"]
 
 RANK_BY = ("element", "channel-sum")
 SIDES = ("top", "bottom")
-_JITTER = 1e-6  # relative to the per-image score range; only reorders (near-)ties
 
 
 def scores(attributions: torch.Tensor, by: str = "element") -> torch.Tensor:
@@ -45,7 +44,7 @@ def rank_positions(
         attributions: (N, C, H, W) attribution maps; ranked by magnitude.
         by: "element" (rank over C·H·W, the paper) or "channel-sum" (rank pixels by
             Σ_c |a|; output has one channel).
-        seed: Seeds the tie-break jitter.
+        seed: Seeds the tie-break shuffle.
         batch_size: Images ranked at a time (bounds memory).
 
     Returns:
@@ -61,9 +60,9 @@ def rank_positions(
     arange = torch.arange(d, dtype=dtype)
     for i in range(0, n, batch_size):
         block = s[i : i + batch_size].flatten(1).cpu()
-        span = (block.amax(1, keepdim=True) - block.amin(1, keepdim=True)).clamp_min(1e-30)
-        jitter = torch.rand(block.shape, generator=gen) * span * _JITTER
-        order = torch.argsort(block + jitter, dim=1, descending=True, stable=True)
+        perm = torch.argsort(torch.rand(block.shape, generator=gen), dim=1)  # seeded shuffle
+        ranked = torch.argsort(block.gather(1, perm), dim=1, descending=True, stable=True)
+        order = perm.gather(1, ranked)
         out[i : i + batch_size].scatter_(1, order, arange.expand_as(order))
     return out.view(s.shape)
 
