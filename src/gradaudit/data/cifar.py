@@ -200,9 +200,11 @@ def _read_files(name: str, split: str, root: Path, verify: bool) -> dict[str, tu
     if not tar_path.is_file():
         why = download(layout.tarball, tar_path)
         if why is not None:
-            missing = [folder / s.name for s in specs if not (folder / s.name).is_file()]
+            lacking = [s.name for s in specs if not (folder / s.name).is_file()]
+            what = (f"neither the folder {folder} with {', '.join(lacking)} nor the tarball "
+                    f"{tar_path} was found")
             raise missing_error(
-                name, [*missing, tar_path], why,
+                name, what, why,
                 f"Download {layout.tarball.urls[0]} (md5 {layout.tarball.md5}) into {root} "
                 f"(read as is, or extracted to {folder}).",
             )

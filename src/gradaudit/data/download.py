@@ -37,6 +37,7 @@ __all__ = [
     "ensure_files",
     "md5sum",
     "missing_error",
+    "not_found",
     "offline",
 ]
 
@@ -156,14 +157,18 @@ def download(spec: FileSpec, dest: Path) -> str | None:
     return "download failed (" + "; ".join(reasons) + ")"
 
 
-def missing_error(dataset: str, missing: Sequence[Path], why: str, how: str) -> DataError:
-    """One DataError for missing files: what, where it looked, why no download, how to fix."""
-    names = ", ".join(p.name for p in missing)
-    folders = sorted({str(p.parent) for p in missing})
+def missing_error(dataset: str, what: str, why: str, how: str) -> DataError:
+    """One DataError for missing files: what (and where it looked), why no download, the fix."""
     return DataError(
-        f"Missing data for dataset {dataset!r}: {names} not found in {', '.join(folders)}; "
-        f"{why}. {how} Or point --data-root / GRADAUDIT_DATA at the data root that holds them."
+        f"Missing data for dataset {dataset!r}: {what}; {why}. {how} Or point --data-root / "
+        "GRADAUDIT_DATA at the data root that holds them."
     )
+
+
+def not_found(paths: Sequence[Path]) -> str:
+    """'a, b not found in folder' for the missing ``paths``."""
+    folders = sorted({str(p.parent) for p in paths})
+    return f"{', '.join(p.name for p in paths)} not found in {', '.join(folders)}"
 
 
 def _how_to_get(specs: Sequence[FileSpec], folder: Path) -> str:
@@ -183,20 +188,15 @@ def ensure_files(
             them), or a file's md5 is not the published one.
     """
     paths = [folder / s.name for s in specs]
+    missing = [(s, p) for s, p in zip(specs, paths, strict=True) if not p.is_file()]
     fetched: set[Path] = set()
-    failures = []
-    for spec, path in zip(specs, paths, strict=True):
-        if path.is_file():
-            continue
+    for i, (spec, path) in enumerate(missing):
         why = download(spec, path)
-        if why is None:
-            fetched.add(path)
-        else:
-            failures.append((spec, path, why))
-    if failures:
-        whys = sorted({why for _, _, why in failures})
-        raise missing_error(dataset, [p for _, p, _ in failures], "; ".join(whys),
-                            _how_to_get([s for s, _, _ in failures], folder))
+        if why is not None:  # one failure says enough: do not wait on the network again
+            left = missing[i:]
+            raise missing_error(dataset, not_found([p for _, p in left]), why,
+                                _how_to_get([s for s, _ in left], folder))
+        fetched.add(path)
     if verify:
         for spec, path in zip(specs, paths, strict=True):
             if path not in fetched:

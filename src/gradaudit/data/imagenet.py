@@ -25,7 +25,7 @@ from PIL import Image
 
 from .._progress import progress
 from .._validation import DataError, check_int
-from .download import missing_error
+from .download import missing_error, not_found
 from .imageset import ImageSet
 from .registry import register
 from .wordnet import GROUPS, read_hierarchy, superclass_members
@@ -35,8 +35,8 @@ __all__ = ["CROP", "RESIZE", "load_imagenet10", "preprocess"]
 RESIZE, CROP = 128, 112
 _EXTENSIONS = (".jpeg", ".jpg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _SPLIT_FOLDERS = {"train": "train", "test": "val"}
-_HOW = ("ImageNet cannot be downloaded automatically: get ILSVRC2012 from "
-        "https://image-net.org/download, put the train and val images into "
+_HOW = ("Get ILSVRC2012 from https://image-net.org/download (registration required), put "
+        "the train and val images into "
         "imagenet/train/<wnid>/ and imagenet/val/<wnid>/ (one folder per class), and the "
         "hierarchy files words.txt and wordnet.is_a.txt (http://image-net.org/download-API) "
         "into imagenet/.")
@@ -74,7 +74,7 @@ def _decode(path: Path) -> np.ndarray:
 def _image_files(folder: Path, cap: int | None) -> list[Path]:
     if not folder.is_dir():
         raise DataError(f"Missing data for dataset 'imagenet10': class folder {folder} not found. "
-                        + _HOW)
+                        "Every chosen class needs a folder in train/ and in val/. " + _HOW)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _EXTENSIONS)
     if not files:
         raise DataError(f"Missing data for dataset 'imagenet10': no images in {folder}.")
@@ -86,7 +86,8 @@ def _selection(base: Path) -> tuple[list[list[str]], list[str]]:
     needed = [base / "train", base / "wordnet.is_a.txt", base / "words.txt"]
     missing = [p for p in needed if not p.exists()]
     if missing:
-        raise missing_error("imagenet10", missing, "it cannot be downloaded", _HOW)
+        raise missing_error("imagenet10", not_found(missing),
+                            "ImageNet cannot be downloaded automatically", _HOW)
     classes = sorted(p.name for p in (base / "train").iterdir()
                      if p.is_dir() and p.name.startswith("n"))
     hierarchy = read_hierarchy(base / "wordnet.is_a.txt", base / "words.txt")
