@@ -135,7 +135,8 @@ def load_imagenet10(
 
     Memory: the full train split is ≈11.7 GB as float32 (≈2.9 GB while decoding as uint8);
     ``max_per_class`` caps the images per ImageNet class (the first ones in file-name order),
-    e.g. 100 → 6 000 images, 0.9 GB.
+    e.g. 100 → 6 000 images, 0.9 GB. The decoded uint8 images of the last two loads stay
+    cached in the process, so a second load of the same split is a copy, not a decode.
 
     Source: paper-protocol §3.4 and §6; Engstrom et al., robustness library (2019),
     ``CustomImageNet`` with ``common_superclass_wnid('mixed_10')``.
