@@ -53,6 +53,8 @@ def test_kill9_job_resumes_and_matches_uninterrupted_run(tmp_path: Path, one_thr
     proc = subprocess.Popen([sys.executable, str(HELPER), str(killed_root), "3"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    # the uninterrupted run, in this process, while the subprocess starts up
+    clean = RunStore(clean_root).run("model", jobs.CONFIG, jobs.train_job, name="toy")
     _wait_for(killed_root / "paused", proc)
     job = RunStore(killed_root).job("model", jobs.CONFIG, name="toy")
     assert job.status == "running"  # the live process holds the lock
@@ -71,7 +73,6 @@ def test_kill9_job_resumes_and_matches_uninterrupted_run(tmp_path: Path, one_thr
         return jobs.train_job(j)
 
     resumed = RunStore(killed_root).run("model", jobs.CONFIG, resume, name="toy")
-    clean = RunStore(clean_root).run("model", jobs.CONFIG, jobs.train_job, name="toy")
     clean_job = RunStore(clean_root).job("model", jobs.CONFIG, name="toy")
 
     assert calls == [job.path]

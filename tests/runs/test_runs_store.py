@@ -53,6 +53,15 @@ def test_canonical_json_normalises_values_not_types() -> None:
     assert canonical_json({"x": 1e-7}) != canonical_json({"x": 1.0000001e-7})
 
 
+def test_job_gets_exact_floats_and_float_noise_reuses_the_job(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    assert store.run("model", {"eps": 16 / 255}, lambda job: job.config["eps"]) == 16 / 255
+    assert json.loads(next(tmp_path.glob("model/*/config.json")).read_text())["config"]["eps"] == 16 / 255
+    third = store.run("model", {"lr": 0.3}, lambda job: job.config["lr"])
+    assert store.run("model", {"lr": 0.1 + 0.2}, lambda job: -1.0) == third == 0.3
+    assert store.job("model", {"lr": 0.1 + 0.2}).config == {"lr": 0.3}  # the stored one
+
+
 def test_pydantic_models_and_dataclasses_hash_like_their_json(tmp_path: Path) -> None:
     @dataclass(frozen=True)
     class Data:
@@ -119,6 +128,9 @@ def test_finished_job_is_loaded_not_recomputed(tmp_path: Path) -> None:
     done = json.loads((job.path / "done.json").read_text())
     assert done["status"] == "done" and done["wall_s"] >= 0 and "git" in done["provenance"]
     assert sorted(p.name for p in job.path.iterdir()) == ["config.json", "done.json"]
+    stamp = (job.path / "done.json").read_bytes(), (job.path / "done.json").stat().st_mtime_ns
+    assert store.run("model", {"n": 7}, fn, name="mlp") == first
+    assert stamp == ((job.path / "done.json").read_bytes(), (job.path / "done.json").stat().st_mtime_ns)
 
     store.run("model", {"n": 8}, fn, name="mlp")
     assert len(calls) == 2

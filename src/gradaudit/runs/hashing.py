@@ -25,21 +25,25 @@ __all__ = ["HASH_LENGTH", "canonical", "canonical_json", "config_hash"]
 HASH_LENGTH = 12  # hex characters (48 bits): collisions are also caught by comparing configs
 
 
-def _float(value: float, where: str) -> float | int:
+def _float(value: float, where: str, exact: bool) -> float | int:
     if not math.isfinite(value):
         raise ParameterTypeError(
             f"The job config value at {where} must be a finite number. Got {value!r}; "
             "use None for a missing value."
         )
+    if exact:
+        return value
     rounded = float(f"{value:.15g}")
     return int(rounded) if rounded.is_integer() and abs(rounded) < 2**53 else rounded
 
 
-def canonical(obj: Any, where: str = "config") -> Any:
+def canonical(obj: Any, where: str = "config", *, exact: bool = False) -> Any:
     """``obj`` as plain JSON types (dict, list, str, int, float, bool, None), normalised.
 
     Accepts pydantic models (dumped in JSON mode), dataclasses, mappings with string keys,
     lists, tuples, sets (sorted), paths, enums, numpy scalars and small tensors (as lists).
+    ``exact=True`` keeps floats as they are (what a job is given); the default rounds them
+    as described above (what is hashed).
 
     Raises:
         ParameterTypeError: a value of another type (a function, an open file, a module...),
@@ -50,25 +54,25 @@ def canonical(obj: Any, where: str = "config") -> Any:
     if isinstance(obj, int):
         return int(obj)
     if isinstance(obj, float):
-        return _float(obj, where)
+        return _float(obj, where, exact)
     if hasattr(obj, "model_dump"):
-        return canonical(obj.model_dump(mode="json"), where)
+        return canonical(obj.model_dump(mode="json"), where, exact=exact)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-        return canonical(fields, where)
+        return canonical(fields, where, exact=exact)
     if isinstance(obj, Mapping):
-        return _mapping(obj, where)
+        return _mapping(obj, where, exact)
     if isinstance(obj, list | tuple):
-        return [canonical(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return [canonical(v, f"{where}[{i}]", exact=exact) for i, v in enumerate(obj)]
     if isinstance(obj, set | frozenset):
-        items = [canonical(v, f"{where}{{}}") for v in obj]
+        items = [canonical(v, f"{where}{{}}", exact=exact) for v in obj]
         return sorted(items, key=lambda v: json.dumps(v, sort_keys=True))
     if isinstance(obj, Enum):
-        return canonical(obj.value, where)
+        return canonical(obj.value, where, exact=exact)
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy values, torch tensors
-        return canonical(obj.tolist(), where)
+        return canonical(obj.tolist(), where, exact=exact)
     raise ParameterTypeError(
         f"The job config value at {where} has type {type(obj).__name__}, which cannot be "
         "hashed. Use JSON types (numbers, strings, lists, dicts), pydantic models or "
@@ -76,14 +80,14 @@ def canonical(obj: Any, where: str = "config") -> Any:
     )
 
 
-def _mapping(obj: Mapping[Any, Any], where: str) -> dict[str, Any]:
+def _mapping(obj: Mapping[Any, Any], where: str, exact: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in obj.items():
         if not isinstance(key, str):
             raise ParameterTypeError(
                 f"The job config at {where} must have string keys. Got the key {key!r}."
             )
-        out[key] = canonical(value, f"{where}.{key}")
+        out[key] = canonical(value, f"{where}.{key}", exact=exact)
     return out
 
 

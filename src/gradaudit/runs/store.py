@@ -54,6 +54,7 @@ CONFIG, DONE, ERROR = "config.json", "done.json", "error.json"
 STATUSES = ("done", "running", "failed", "partial", "corrupt", "new")
 _KIND = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,79}")
+_UNSET: Any = object()
 _DIR = re.compile(rf"(?P<name>.+)-(?P<hash>[0-9a-f]{{{HASH_LENGTH}}})")
 
 
@@ -88,13 +89,13 @@ class Job:
     name: str
     hash: str
     path: Path
-    _config: Any = field(default=None, repr=False)
+    _config: Any = field(default=_UNSET, repr=False)
     _lock: JobLock | None = field(default=None, repr=False)
 
     @property
     def config(self) -> Any:
-        """The canonical config (from memory, or from ``config.json``)."""
-        if self._config is None:
+        """The config as JSON types, floats exact (from memory, or from ``config.json``)."""
+        if self._config is _UNSET:
             self._config = self.read_config()["config"]
         return self._config
 
@@ -166,7 +167,7 @@ class Job:
     def _write_config(self) -> None:
         if (self.path / CONFIG).exists():
             return
-        if self._config is None:
+        if self._config is _UNSET:
             raise DataError(f"The job {self.path} has no {CONFIG}; open it with "
                             "RunStore.job(kind, config) to restart it.")
         from .._io import write_json
@@ -221,7 +222,9 @@ class RunStore:
         """The job of ``config``: its directory is ``<root>/<kind>/<name>-<hash>``.
 
         A job already on disk under another name (same kind and config) is reused: the
-        config, not the label, identifies the work.
+        config, not the label, identifies the work. A job on disk keeps the config it was
+        started with (``job.config``), which may differ from ``config`` below the hash's
+        15 significant digits.
 
         Raises:
             ParameterError: a bad kind or name.
@@ -232,17 +235,18 @@ class RunStore:
         _check_label(kind, _KIND, "kind", "a lowercase word like 'model' or 'retrain-group'")
         name = kind if name is None else name
         _check_label(name, _NAME, "name", "letters, digits and . _ + = -, e.g. 'mlp-linf'")
-        cfg = canonical(config)
+        cfg = canonical(config, exact=True)
         digest = config_hash(kind, cfg)
         found = sorted((self.root / kind).glob(f"*-{digest}")) if (self.root / kind).is_dir() else []
         path = found[0] if found else self.root / kind / f"{name}-{digest}"
         job = Job(kind, path.name[: -HASH_LENGTH - 1], digest, path, cfg)
         if (path / CONFIG).exists():
             stored = job.read_config()
-            if stored.get("kind") != kind or stored.get("config") != cfg:
+            if stored.get("kind") != kind or _canonical_or_none(stored.get("config")) != canonical(cfg):
                 raise DataError(f"The run file {path / CONFIG} holds another config than the one "
                                 f"hashed to {digest} (edited by hand?). Delete {path} to redo "
                                 "the job, or restore the file.")
+            job._config = stored["config"]  # what the job was started with: resume with it
         return job
 
     def run(self, kind: str, config: Any, fn: Callable[[Job], Any], name: str | None = None,
@@ -364,6 +368,13 @@ class JobTask:
     def __call__(self, item: tuple[Any, str | None]) -> Any:
         config, name = item
         return RunStore(self.root).run(self.kind, config, self.fn, name)
+
+
+def _canonical_or_none(config: Any) -> Any:
+    try:
+        return canonical(config)
+    except GradauditError:
+        return _UNSET
 
 
 def _check_label(value: Any, pattern: re.Pattern[str], what: str, example: str) -> None:
