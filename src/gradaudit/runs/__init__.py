@@ -2,9 +2,22 @@
 a study) is a directory keyed by the hash of its config; finished jobs are loaded, killed
 ones resume. Executors run independent jobs in this process or on a Ray cluster.
 
-    >>> from gradaudit.runs import RunStore
-    >>> store = RunStore("runs")
-    >>> result = store.run("model", config, train_one)   # train_one(job) -> JSON-able summary
+How a study composes jobs (each a function ``fn(job) -> JSON-able summary`` that writes
+its heavy files under ``job.path``)::
+
+    store = RunStore(out)
+    model_cfg = {"data": "fmnist", "spec": spec, "recipe": recipe, "seed": 0}
+    store.run("model", model_cfg, train_model, name="mlp-linf16")   # fit(..., out=job.path)
+    model_dir = store.job("model", model_cfg).path                  # load_run(model_dir)
+    maps_cfg = {"model": model_cfg, "method": "grad", "target": "label"}
+    store.run("maps", maps_cfg, compute_maps)                       # save_tensors(job.path/...)
+    groups = [{"maps": maps_cfg, "seed": s, "levels": levels} for s in range(3)]
+    accs = store.map("retrain-group", groups, retrain, executor=make_executor("ray"))
+    store.run("study", study_cfg, lambda job: summarize(accs, job.path))
+
+Put the upstream config (not a path) inside a downstream config, so that changing the
+model changes every hash below it. ``RunStore.run`` returns the value read back from
+``done.json`` (JSON types: tuples come back as lists), equal on a first and a cached run.
 
 Reading a store imports neither torch nor Ray, so ``gradaudit runs ls`` starts instantly.
 """
