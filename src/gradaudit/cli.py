@@ -187,6 +187,103 @@ from .runs.cli import runs_app  # noqa: E402 (sub-app: `gradaudit runs ls|show|g
 app.add_typer(runs_app, name="runs")
 
 
+class _AttributeCommand(typer.core.TyperCommand):
+    """`gradaudit attribute --help` ends with every registered method and its options."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from .attribution import METHODS
+
+        lines = [
+            f"{name}: {spec.summary}. Options: "
+            + (", ".join(f"{key}={opt.shown()}" for key, opt in spec.options.items()) or "none")
+            for name, spec in METHODS.items()
+        ]
+        self.epilog = ("Methods (set options with --option name=value; required options are fitted "
+                       "from --fit-n training images):\n\n") + "\n\n".join(lines)
+        super().format_help(ctx, formatter)
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """'n_steps=32' -> ('n_steps', 32): the value is a Python literal if it parses, else a string."""
+    import ast
+
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ParameterError(f"--option must be name=value, e.g. n_steps=32. Got {text!r}.")
+    try:
+        return key.strip(), ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return key.strip(), raw
+
+
+@app.command(cls=_AttributeCommand)
+def attribute(
+    run: Annotated[Path, typer.Option(help="A finished training run directory.")],
+    method: Annotated[str, typer.Option(help="Attribution method (listed below).")] = "grad",
+    n: Annotated[int, typer.Option(help="Attribute the first n test images.")] = 16,
+    target: Annotated[str, typer.Option(help="label (the true class) or predicted.")] = "label",
+    option: Annotated[
+        list[str] | None, typer.Option("--option", "-o", help="A method option name=value (repeatable).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Figure of inputs and maps (.png, .pdf or .svg).")] = None,
+    save: Annotated[Path | None, typer.Option(help="Save x, target and maps (.safetensors).")] = None,
+    fit_n: Annotated[int, typer.Option(help="Training images to fit patterns / draw references from.")] = 5000,
+    max_batch: Annotated[int | None, typer.Option(help="Rows per forward/backward (memory budget).")] = None,
+    seed: Seed = 0,
+    data_root: DataRoot = None,
+    device: Device = "cpu",
+    as_json: Json = False,
+) -> None:
+    """Attribute a trained run's predictions on its test images; draw the grid and/or save the maps."""
+    from . import attribution as attr
+    from . import data as data_mod
+    from ._io import save_tensors
+    from ._provenance import provenance
+    from ._validation import check_choice, check_int
+    from .training import load_run
+
+    spec = attr.get_method(method)
+    given = dict(parse_option(o) for o in option or [])
+    check_choice(target, "target", "gradaudit attribute", ("label", "predicted"))
+    check_int(n, "n", "gradaudit attribute", 1)
+    check_int(fit_n, "fit_n", "gradaudit attribute", 1)
+    if out is None and save is None:
+        raise ParameterError("Nothing to write: give --out FIGURE.png and/or --save MAPS.safetensors.")
+    dev = _device(device)
+    net, info = load_run(run, device=dev)
+    name = info["data"]["name"]
+    test = data_mod.load(name, "test", root=data_root, seed=seed).subset(slice(0, n))
+    needs_fit = any(o.required and k not in given for k, o in spec.options.items()) or (
+        given.get("baseline") == "mean" and "data_mean" not in given)
+    fitted = {}
+    if needs_fit:
+        train = data_mod.load(name, "train", root=data_root, seed=seed).subset(slice(0, fit_n))
+        fitted = attr.fit_options(method, net, train.to(dev), seed=seed)
+    x, y = test.x.to(dev), test.y.to(dev)
+    maps = attr.attribute(method, net, x, y if target == "label" else "predicted", seed=seed,
+                          max_batch=max_batch, **{**fitted, **given})
+    if target == "predicted":
+        import torch
+
+        with torch.no_grad():
+            y = net(x).argmax(1)
+    written = []
+    if save is not None:
+        meta = {"method": method, "options": given, "fitted": sorted(fitted), "seed": seed,
+                "target": target, "run": str(run), "data": name, **provenance()}
+        save_tensors(save, {"x": x, "target": y, "attributions": maps}, metadata=meta)
+        written.append(str(save))
+    if out is not None:
+        from .report.maps import attribution_grid
+        from .report.plots import save_figure
+
+        fig = attribution_grid(x.cpu(), {method: maps.cpu()}, col_labels=[f"class {int(c)}" for c in y],
+                               image_bounds=test.bounds, title=f"{method} — {run.name}")
+        written += [str(p) for p in save_figure(fig, out, formats=(out.suffix.lstrip(".") or "png",))]
+    emit({"method": method, "n": len(x), "target": target, "written": written}, as_json,
+         f"{method} on {len(x)} {name} test images ({target}) -> {', '.join(written)}")
+
+
 def main() -> None:
     """Entry point: run the app, mapping user errors to one line and exit status 2."""
     tune_malloc()
