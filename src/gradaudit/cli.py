@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from typer.exceptions import TyperException
 
 from ._allocator import tune_malloc
 from ._validation import GradauditError, ParameterError, format_validation_error
@@ -301,13 +302,12 @@ def main() -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as err:  # click usage errors
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(2)
-        raise
+    except TyperException as err:  # usage errors from typer's bundled click
+        show = getattr(err, "show", None)
+        if show is None:
+            raise
+        show()
+        sys.exit(getattr(err, "exit_code", 2) or 2)
 
 
 if __name__ == "__main__":
