@@ -166,6 +166,7 @@ def attribute(
     method: str,
     model: nn.Module,
     x: torch.Tensor,
+    /,
     target: torch.Tensor | str | int,
     *,
     seed: int = 0,
@@ -199,13 +200,13 @@ def attribute(
     caller = f"attribute({method!r})"
     if not isinstance(model, nn.Module):
         raise ParameterTypeError(f"The 'model' argument of {caller} must be a torch.nn.Module. Got {type(model).__name__}.")
+    ok, reason = spec.applicable(model)
+    if not ok:
+        raise ParameterError(f"{caller} does not apply to this model: {reason}")
     opts = _resolve_options(spec, options, caller)
     check_int(seed, "seed", caller, 0)
     x = _check_input(x, caller)
     rows = default_max_batch(x.device) if max_batch is None else check_int(max_batch, "max_batch", caller, 1)
-    ok, reason = spec.applicable(model)
-    if not ok:
-        raise ParameterError(f"{caller} does not apply to this model: {reason}")
     if spec.validate is not None:
         spec.validate(opts, x, model, caller)
     with eval_mode(model):
