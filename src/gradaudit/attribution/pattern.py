@@ -136,13 +136,13 @@ class Patterns:
         """
         import json
 
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         try:
             with safe_open(os.fspath(path), framework="pt") as f:
                 meta = f.metadata() or {}
             tensors = load_tensors(path)
-        except (OSError, ValueError, RuntimeError) as err:
+        except (OSError, ValueError, RuntimeError, SafetensorError) as err:
             raise DataError(f"Cannot read patterns from {path}: {err}. Fit them with fit_patterns().") from None
         if json.loads(meta.get("kind", "null")) != _KIND:
             raise DataError(f"{path} is not a gradaudit patterns file (written by Patterns.save).")
