@@ -1,17 +1,192 @@
-"""Fills for removed coordinates: zero (the paper), dataset mean (ROAR).
+"""Fills for removed coordinates: zero (the paper), dataset mean (ROAR), and ROAD's noisy
+linear imputation.
 
-Noisy linear imputation (ROAD) is added in this module by the ROAD work.
+Noisy linear imputation (Rong, Leemann et al., "A Consistent and Efficient Evaluation Strategy
+for Attribution Methods", ICML 2022, arXiv 2202.00449, §4) sets every removed pixel to the
+weighted mean of its 8 neighbours (weight 1/6 for the 4 direct, 1/12 for the 4 diagonal
+neighbours, renormalised over the neighbours inside the image), which for a set of removed
+pixels is a sparse linear system (a discrete Dirichlet problem), then adds Gaussian noise.
+
+Reference code: tleemann/road_evaluation ``road/imputations.py`` (``NoisyLinearImputer``);
+Quantus ``quantus/functions/perturb_func.py`` (``noisy_linear_imputation``). Both build one
+sparse matrix per image and call ``scipy.sparse.linalg.spsolve``.
+
+Deviations:
+    * The systems of a whole batch (every image and channel, each with its own mask) are
+      solved at once by conjugate gradients on the 3×3 stencil: the matrix is never built,
+      and the cost is a few dozen stencil passes over the batch. The result equals the
+      sparse direct solve to ~3e-6 for float32 input (float32 CG, plus one float64
+      refinement step above 64×64 pixels) and ~1e-10 for float64 input.
+    * A connected region of removed pixels that touches no kept pixel (e.g. 100% removal)
+      has no unique imputation (the system is singular there); it gets the minimum-norm
+      solution, 0, plus the noise. spsolve fails or returns NaN there.
+    * Noise comes from a ``torch.Generator`` (seeded), not the global numpy RNG.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+import torch.nn.functional as F
 
-from .._validation import ParameterError, check_choice
+from .._validation import ParameterError, ParameterTypeError, check_choice, check_float
 
-__all__ = ["FILLS", "fill_masked"]
+__all__ = ["FILLS", "fill_masked", "linear_imputation"]
 
-FILLS = ("zero", "mean")
+
+def _box121(v: torch.Tensor) -> torch.Tensor:
+    """3×3 sums with weights [1,2,1]⊗[1,2,1] (zero outside the image), separably; v (B,H,W)."""
+    p = F.pad(v, (1, 1, 1, 1))
+    rows = p[:, :, :-2] + p[:, :, 2:]
+    rows.add_(p[:, :, 1:-1], alpha=2)
+    out = rows[:, :-2] + rows[:, 2:]
+    return out.add_(rows[:, 1:-1], alpha=2)
+
+
+def _neighbour_sum(v: torch.Tensor) -> torch.Tensor:
+    """Σ_j w_ij v_j over the 8 neighbours (1/6 direct, 1/12 diagonal), zero outside; v (B,H,W).
+
+    The stencil [[1,2,1],[2,0,2],[1,2,1]]/12 is the separable [1,2,1]⊗[1,2,1] minus 4× the
+    centre, over 12.
+    """
+    return _box121(v).sub_(v, alpha=4).div_(12)
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vecdot(a.flatten(1), b.flatten(1))
+
+
+def _cg(x: torch.Tensor, removed: torch.Tensor, rhs: torch.Tensor, tol: float) -> torch.Tensor:
+    """Conjugate gradients for A u = rhs on every (H, W) plane of the batch at once, from u = 0.
+
+    A = (D − W) restricted to the removed pixels, D_i = Σ_j w_ij over in-image neighbours;
+    applied as ((D + 1/3)·v − box121(v)/12) on removed pixels. Stops when every plane's
+    residual is below ``tol`` times its right-hand side (finished planes take zero steps).
+    """
+    rem = removed.to(x.dtype)
+    weight_sum = _neighbour_sum(torch.ones_like(x[:1]))
+    diag, off = (weight_sum + 1 / 3) * rem, rem / 12
+    u = torch.zeros_like(x)
+    r = rhs.clone()
+    p = r.clone()
+    rr = _dot(r, r)
+    stop = (tol * tol) * rr
+    n = x.shape[0]
+    for _ in range(x[0].numel()):
+        if bool((rr <= stop).all()):
+            break
+        ap = torch.addcmul(_box121(p).mul_(off).neg_(), diag, p)
+        pap = _dot(p, ap)
+        alpha = torch.where(pap > 0, rr / pap, 0.0).view(n, 1, 1)
+        u.addcmul_(alpha, p)
+        r.addcmul_(alpha, ap, value=-1)
+        rr_new = _dot(r, r)
+        beta = torch.where(rr > 0, rr_new / rr, 0.0).view(n, 1, 1)
+        rr = rr_new
+        p.mul_(beta).add_(r)
+    return u
+
+
+def _rhs(x: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
+    """Σ_j w_ij x_j over kept neighbours j, on the removed pixels i (zero elsewhere)."""
+    return _neighbour_sum(x.masked_fill(removed, 0)).masked_fill_(~removed, 0)
+
+
+def _solve(x: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
+    """Imputed values on the removed pixels of (B, H, W) planes, zero elsewhere.
+
+    float64 input: CG in float64 to 1e-10. Otherwise CG in float32 to 1e-6, which is within
+    ~3e-6 of the exact solution up to 64×64 images; larger images (where float32 CG loses
+    accuracy) get one refinement step: the residual in float64, a float32 correction solve.
+    """
+    if x.dtype == torch.float64:
+        return _cg(x, removed, _rhs(x, removed), 1e-10)
+    x32 = x.float()
+    u = _cg(x32, removed, _rhs(x32, removed), 1e-6)
+    if x[0].numel() <= 64 * 64:
+        return u
+    u64 = u.double()
+    filled = torch.where(removed, u64, x.double())
+    weight_sum = _neighbour_sum(torch.ones_like(filled[:1]))
+    residual = (_neighbour_sum(filled) - weight_sum * filled).masked_fill_(~removed, 0)
+    return (u64 + _cg(x32, removed, residual.float(), 1e-3).double()).to(x.dtype)
+
+
+def linear_imputation(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """ROAD's linear imputation without noise: removed pixels solve the 8-neighbour mean system.
+
+    Formula: for removed i, x_i = Σ_j w_ij x_j / Σ_j w_ij over in-image neighbours j, with
+    w = 1/6 (direct), 1/12 (diagonal); kept pixels are fixed. Each (image, channel) plane is
+    its own system with its own mask.
+
+    Args:
+        x: Inputs (N, C, H, W), floating point.
+        keep: Bool mask broadcastable to ``x`` (True = kept), e.g. (N, 1, H, W).
+
+    Returns:
+        A new tensor shaped like ``x`` (same dtype): ``x`` on kept coordinates, the imputation
+        elsewhere.
+    """
+    _check_keep(x, keep, "linear_imputation")
+    n, c, h, w = x.shape
+    planes = x.detach().reshape(n * c, h, w)
+    removed = ~keep.to(x.device).expand(n, c, h, w).reshape(n * c, h, w)
+    u = _solve(planes, removed).to(x.dtype)
+    return torch.where(removed, u, planes).view(n, c, h, w)
+
+
+def _check_keep(x: torch.Tensor, keep: torch.Tensor, caller: str) -> None:
+    if x.dim() != 4 or not x.is_floating_point():
+        raise ParameterError(
+            f"The 'x' argument of {caller} must be a floating (N, C, H, W) tensor. "
+            f"Got {x.dtype} of shape {tuple(x.shape)}."
+        )
+    if keep.dtype != torch.bool:
+        raise ParameterTypeError(f"The 'keep' argument of {caller} must be a bool tensor. Got {keep.dtype}.")
+    try:
+        fits = torch.broadcast_shapes(keep.shape, x.shape) == x.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ParameterError(
+            f"The 'keep' argument of {caller} must broadcast to x's shape {tuple(x.shape)}. "
+            f"Got {tuple(keep.shape)}."
+        )
+
+
+def _fill_zero(x: torch.Tensor, keep: torch.Tensor, **_: object) -> torch.Tensor:
+    return x * keep
+
+
+def _fill_mean(x: torch.Tensor, keep: torch.Tensor, *, mean: torch.Tensor | None, **_: object) -> torch.Tensor:
+    if mean is None:
+        raise ParameterError("fill='mean' needs the per-channel dataset mean (argument 'mean').")
+    return torch.where(keep, x, mean.reshape(1, -1, 1, 1).to(x))
+
+
+def _fill_nli(
+    x: torch.Tensor, keep: torch.Tensor, *, generator: torch.Generator | None, noise: float, **_: object
+) -> torch.Tensor:
+    check_float(noise, "noise", "fill_masked(fill='nli')", 0.0)
+    out = linear_imputation(x, keep)
+    if noise > 0:
+        if generator is None:
+            raise ParameterError(
+                "fill='nli' with noise > 0 needs a seeded torch.Generator (argument 'generator'); "
+                "pass noise=0 for the noise-free imputation."
+            )
+        draw = torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
+        out = torch.where(keep, out, out + noise * draw.to(x.device))
+    return out
+
+
+_FILLERS: dict[str, Callable[..., torch.Tensor]] = {
+    "zero": _fill_zero,
+    "mean": _fill_mean,
+    "nli": _fill_nli,
+}
+FILLS = tuple(_FILLERS)
 
 
 def fill_masked(
@@ -20,18 +195,23 @@ def fill_masked(
     fill: str = "zero",
     *,
     mean: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    noise: float = 0.01,
 ) -> torch.Tensor:
     """``x`` where ``keep`` is True, the fill elsewhere.
 
     Args:
         x: Inputs (N, C, H, W).
         keep: Bool mask broadcastable to ``x`` (e.g. (N, 1, H, W) for channel-sum ranks).
-        fill: "zero" (0 in the model's input space) or "mean" (per-channel dataset mean).
+        fill: "zero" (0 in the model's input space), "mean" (per-channel dataset mean) or
+            "nli" (ROAD's noisy linear imputation, see :func:`linear_imputation`).
         mean: Per-channel mean, shape (C,), required for "mean".
+        generator: Seeded generator for the "nli" noise (required when ``noise`` > 0).
+        noise: Standard deviation of the Gaussian noise added to imputed coordinates ("nli";
+            ROAD's default 0.01).
+
+    Raises:
+        ParameterError: Unknown fill, missing ``mean``/``generator``, bad ``keep`` shape.
     """
     check_choice(fill, "fill", "fill_masked", FILLS)
-    if fill == "zero":
-        return x * keep
-    if mean is None:
-        raise ParameterError("fill='mean' needs the per-channel dataset mean (argument 'mean').")
-    return torch.where(keep, x, mean.view(1, -1, 1, 1).to(x))
+    return _FILLERS[fill](x, keep, mean=mean, generator=generator, noise=noise)
