@@ -1,19 +1,40 @@
 """Input-gradient regularizers: gradient norm, score matching, anti-score matching.
 
+Formula: L = CE(f(x), y) + λ·R(x, y), where f_y(x), the *raw logit* of the label, is read as
+log p(x|y) up to a constant, and R is one of
+
+    gradnorm:             R = ½·mean_b ‖∇ₓf_y‖²
+    score-matching:       R = mean_b h + ½·mean_b ‖∇ₓf_y‖² + τ·mean_b h²
+    anti-score-matching:  R = −mean_b min(h, threshold)
+
+with h the Taylor-trick estimate of tr ∇²ₓ f_y (:func:`hessian_trace_estimate`).
+
 Source: Srinivas & Fleuret, "Rethinking the Role of Gradient-based Attribution Methods for
-Model Interpretability", ICLR 2021, arXiv:2006.09128, §3.2–3.3 and §5 (seed-methods §A.2).
+Model Interpretability", ICLR 2021, arXiv:2006.09128, §3.2 eq. 3, §3.3 and §5
+(seed-methods §A.2).
 
-Reference code: idiap/rethinking-saliency ``regularizers.py`` and ``train.py``.
+Reference code: idiap/rethinking-saliency ``regularizers.py`` (GradNormRegularizer,
+ScoreMatching, AntiScoreMatching) and ``train.py`` (the values it trains with).
 
-Notation: f_y(x) is the *raw logit* of the label, read as log p(x|y) up to a constant.
-
-Deviations from the reference code:
-    * Defaults follow the paper's text (score matching λ=1e-3, τ=1e-3; anti-score matching
-      λ=1e-4, threshold 1000; grad-norm λ=1e-3). The code's values (λ=1e-5 for all,
-      S=1, σ=0.01, τ=1e-3; anti σ=0.001, threshold 1e4) are listed in ``CODE_DEFAULTS``.
-    * The noisy forward passes of the Hessian-trace estimate never update BatchNorm running
-      statistics (the reference updates them on every noisy batch, seed-methods §A.2.5).
-    * Noise comes from an explicit ``torch.Generator``.
+Deviations:
+    * Defaults (``PAPER_DEFAULTS``) follow the paper's text: grad-norm λ=1e-3; score matching
+      λ=1e-3, τ=1e-3; anti-score matching λ=1e-4, threshold 1000. The paper does not state
+      S and σ; they are the reference classes' defaults (S=1, σ=0.01). The values the
+      reference *trains* with are ``CODE_DEFAULTS``: λ=1e-5 for all three, S=1, σ=0.01,
+      τ=1e-3, and for anti-score matching σ=0.001, threshold 1e4 — 10 to 100 times weaker.
+    * None of the regularizer's forward passes (the clean one that gives ∇ₓf_y, and the noisy
+      ones of the trace estimate) updates BatchNorm running statistics; they normalise with
+      batch statistics as the training forward does (the reference updates the running
+      statistics on every noisy batch, seed-methods §A.2.5). See :func:`frozen_bn_stats`.
+    * Noise comes from an explicit ``torch.Generator`` (the fit loop's seeded one).
+    * ``antithetic=True`` (off by default, not in the paper) evaluates each noise draw at
+      x + v and x − v, which cancels the dropped first-order term ∇fᵀv exactly (and every
+      odd-order term). It costs 2S noisy forwards instead of S.
+    * A positive weight is required once a regularizer is named: λ = 0 would train the
+      baseline under the regularizer's name at the regularizer's cost.
+    * Score and anti-score matching refuse a model whose only activations are piecewise
+      linear (ReLU & co.): its input Hessian is zero almost everywhere, so h is pure noise.
+      Build it with ``act="softplus"`` (β = 10 in the paper).
 """
 
 from __future__ import annotations
@@ -25,53 +46,69 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._validation import ParameterError, check_float, check_int, unknown_name
+from .._validation import (
+    ParameterError,
+    check_bool,
+    check_float,
+    check_int,
+    unknown_name,
+)
 
 __all__ = [
     "CODE_DEFAULTS",
     "PAPER_DEFAULTS",
     "REGULARIZERS",
     "anti_score_matching",
+    "check_regularizer",
+    "check_smooth_model",
     "frozen_bn_stats",
     "gradient_norm",
     "hessian_trace_estimate",
     "regularization",
+    "regularizer_options",
     "score_matching",
     "target_logit_gradient",
 ]
 
-# λ (reg_weight) and options as written in the paper (§5) and in the code (train.py).
+# λ (reg_weight) and options as written in the paper (§5) and as trained with in train.py.
 PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
     "gradnorm": {"reg_weight": 1e-3},
-    "score-matching": {"reg_weight": 1e-3, "samples": 1, "sigma": 0.01, "tau": 1e-3},
-    "anti-score-matching": {"reg_weight": 1e-4, "samples": 1, "sigma": 0.01, "threshold": 1000.0},
+    "score-matching": {"reg_weight": 1e-3, "samples": 1, "sigma": 0.01, "tau": 1e-3,
+                       "antithetic": False},
+    "anti-score-matching": {"reg_weight": 1e-4, "samples": 1, "sigma": 0.01, "threshold": 1000.0,
+                            "antithetic": False},
 }
 CODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "gradnorm": {"reg_weight": 1e-5},
-    "score-matching": {"reg_weight": 1e-5, "samples": 1, "sigma": 0.01, "tau": 1e-3},
-    "anti-score-matching": {"reg_weight": 1e-5, "samples": 1, "sigma": 0.001, "threshold": 1e4},
+    "score-matching": {"reg_weight": 1e-5, "samples": 1, "sigma": 0.01, "tau": 1e-3,
+                       "antithetic": False},
+    "anti-score-matching": {"reg_weight": 1e-5, "samples": 1, "sigma": 0.001, "threshold": 1e4,
+                            "antithetic": False},
 }
+
+_SMOOTH = (nn.Softplus, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh,
+           nn.Sigmoid, nn.Softmax, nn.LogSoftmax)
+_PIECEWISE_LINEAR = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.Hardtanh, nn.RReLU)
 
 
 @contextlib.contextmanager
-def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
-    """Inside the block, BatchNorm layers normalise as usual but keep their running stats.
+def frozen_bn_stats(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block, BatchNorm layers keep their running statistics untouched.
 
-    Setting ``momentum = 0`` makes the running-average update a no-op, while train-mode
-    layers still normalise with batch statistics. ``num_batches_tracked`` is restored too.
+    In train mode the layers still normalise with the batch's statistics (as the training
+    forward does); in eval mode they use the running ones. Implemented by switching
+    ``track_running_stats`` off for the block, so neither the running mean/var nor
+    ``num_batches_tracked`` change, even for a batch with non-finite values.
     """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
-             for m in bns]
+    bns = [m for m in model.modules()
+           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     for m in bns:
-        m.momentum = 0.0
+        m.track_running_stats = False
     try:
-        yield
+        yield model
     finally:
-        for m, (momentum, tracked) in zip(bns, saved, strict=True):
-            m.momentum = momentum
-            if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)
+        for m in bns:
+            m.track_running_stats = True
 
 
 def _target_logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -81,10 +118,15 @@ def _target_logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.
 def target_logit_gradient(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, create_graph: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(f_y(x) per example, ∇ₓ f_y(x)); with ``create_graph`` for double backprop."""
+    """(f_y(x) per example, ∇ₓ f_y(x)); ``create_graph`` keeps the graph for double backprop.
+
+    Runs inside :func:`frozen_bn_stats`, so BatchNorm running statistics are left as found,
+    and with gradients enabled (also under ``torch.no_grad()``).
+    """
     x = x.detach().requires_grad_(True)
-    fy = _target_logits(model, x, y)
-    (grad,) = torch.autograd.grad(fy.sum(), x, create_graph=create_graph)
+    with torch.enable_grad(), frozen_bn_stats(model):
+        fy = _target_logits(model, x, y)
+        (grad,) = torch.autograd.grad(fy.sum(), x, create_graph=create_graph)
     return fy, grad
 
 
@@ -92,33 +134,82 @@ def hessian_trace_estimate(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    fy: torch.Tensor,
     *,
     samples: int,
     sigma: float,
-    generator: torch.Generator | None,
+    generator: torch.Generator,
+    antithetic: bool = False,
+    fy: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Per-example estimate of tr ∇²ₓ f_y(x) by the Taylor trick (one forward per sample).
+    """Per-example estimate of tr ∇²ₓ f_y(x) by the Taylor trick: forward passes only.
 
-    Formula: h = (2/σ²)·(1/S)·Σ_s [f_y(x + v_s) − f_y(x)], v_s ~ N(0, σ² I).
+    Formula: h = (2/σ²)·(1/S)·Σ_s [f_y(x + v_s) − f_y(x)], v_s ~ N(0, σ² I)
+    (antithetic: h = (1/σ²)·(1/S)·Σ_s [f_y(x + v_s) + f_y(x − v_s) − 2 f_y(x)]).
 
-    The first-order term ∇fᵀv has mean zero and is dropped (as in the paper); it adds
-    variance of order 2‖∇f‖/σ per sample, so use many samples where accuracy matters.
+    Source: Srinivas & Fleuret, ICLR 2021, §3.2 eq. 3: E[f(x+v) − f(x) − ∇fᵀv] ≈ (σ²/2)·tr H,
+    and the zero-mean ∇fᵀv is dropped.
+
+    Reference code: idiap/rethinking-saliency ``regularizers.py`` (ScoreMatching).
+
+    Deviations: ``antithetic`` (see the module docstring); BatchNorm running statistics are
+    never updated.
+
+    Dropping ∇fᵀv keeps its variance: one plain sample has variance 4‖∇f‖²/σ² + 2‖H‖²_F
+    (plus O(σ²) bias terms), so at σ = 0.01 the estimate is dominated by the gradient unless
+    S is huge or x is near a stationary point of f_y. The antithetic form removes the
+    4‖∇f‖²/σ² part.
+
+    Args:
+        model: Maps (N, ...) inputs to (N, C) logits.
+        x: Inputs, shape (N, ...).
+        y: Labels, shape (N,).
+        samples: S, the number of noise draws.
+        sigma: σ, the noise standard deviation in input units.
+        generator: Source of the noise (on ``x.device``).
+        antithetic: Use ±v pairs (2S forwards).
+        fy: f_y(x) if already computed (its graph is kept), else computed here.
+
+    Returns:
+        Tensor (N,): h per example, differentiable w.r.t. the model's parameters.
     """
-    total = torch.zeros_like(fy)
     with frozen_bn_stats(model):
+        if fy is None:
+            fy = _target_logits(model, x, y)
+        total = torch.zeros_like(fy)
         for _ in range(samples):
             v = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) * sigma
-            total = total + _target_logits(model, x + v, y) - fy
-    return 2.0 / sigma**2 * total / samples
+            if antithetic:
+                total = total + _target_logits(model, x + v, y) + _target_logits(model, x - v, y) - 2 * fy
+            else:
+                total = total + 2 * (_target_logits(model, x + v, y) - fy)
+    return total / (samples * sigma**2)
+
+
+def _squared_norm(grad: torch.Tensor) -> torch.Tensor:
+    return grad.flatten(1).pow(2).sum(1)
 
 
 def gradient_norm(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """R = ½·mean_b ‖∇ₓ f_{y_b}(x_b)‖² (double backprop)."""
+    """Gradient-norm regularizer, by double backprop.
+
+    Formula: R = ½·(1/B)·Σ_b ‖∇ₓ f_{y_b}(x_b)‖².
+
+    Source: Srinivas & Fleuret, ICLR 2021, §5 (the "gradient-norm regularization" baseline).
+
+    Reference code: idiap/rethinking-saliency ``regularizers.py`` (GradNormRegularizer).
+
+    Args:
+        model: Maps (N, ...) inputs to (N, C) logits.
+        x: Inputs (N, ...). y: Labels (N,).
+        generator: Unused (the registry passes one to every regularizer).
+
+    Returns:
+        Scalar tensor, differentiable w.r.t. the model's parameters.
+    """
     _, grad = target_logit_gradient(model, x, y)
-    return 0.5 * grad.flatten(1).pow(2).sum(1).mean()
+    return 0.5 * _squared_norm(grad).mean()
 
 
 def score_matching(
@@ -126,15 +217,31 @@ def score_matching(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator,
     samples: int = 1,
     sigma: float = 0.01,
     tau: float = 1e-3,
+    antithetic: bool = False,
 ) -> torch.Tensor:
-    """Regularized score matching: R = mean(h) + ½·mean‖∇ₓf_y‖² + τ·mean(h²)."""
+    """Regularized score matching of the implicit density p(x|y) ∝ exp f_y(x).
+
+    Formula: R = (1/B)·Σ_b [h_b + ½‖∇ₓ f_{y_b}(x_b)‖² + τ·h_b²], h from
+    :func:`hessian_trace_estimate`.
+
+    Source: Srinivas & Fleuret, ICLR 2021, §3.2–3.3 (τ is the paper's stability constant μ:
+    without it "the Hessian trace collapses to negative infinity").
+
+    Reference code: idiap/rethinking-saliency ``regularizers.py`` (ScoreMatching).
+
+    Deviations: see the module docstring (frozen BatchNorm statistics, ``antithetic``).
+
+    Returns:
+        Scalar tensor, differentiable w.r.t. the model's parameters.
+    """
     fy, grad = target_logit_gradient(model, x, y)
-    h = hessian_trace_estimate(model, x, y, fy, samples=samples, sigma=sigma, generator=generator)
-    return h.mean() + 0.5 * grad.flatten(1).pow(2).sum(1).mean() + tau * h.pow(2).mean()
+    h = hessian_trace_estimate(model, x, y, samples=samples, sigma=sigma, generator=generator,
+                               antithetic=antithetic, fy=fy)
+    return h.mean() + 0.5 * _squared_norm(grad).mean() + tau * h.pow(2).mean()
 
 
 def anti_score_matching(
@@ -142,14 +249,27 @@ def anti_score_matching(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator,
     samples: int = 1,
     sigma: float = 0.01,
     threshold: float = 1000.0,
+    antithetic: bool = False,
 ) -> torch.Tensor:
-    """Anti-score matching: R = −mean_b min(h_b, threshold) (pushes the trace up)."""
-    fy = _target_logits(model, x, y)
-    h = hessian_trace_estimate(model, x, y, fy, samples=samples, sigma=sigma, generator=generator)
+    """Anti-score matching: pushes the Hessian trace up, capped at ``threshold``.
+
+    Formula: R = −(1/B)·Σ_b min(h_b, threshold).
+
+    Source: Srinivas & Fleuret, ICLR 2021, §3.3 and §5 (threshold 1000).
+
+    Reference code: idiap/rethinking-saliency ``regularizers.py`` (AntiScoreMatching).
+
+    Deviations: see the module docstring (frozen BatchNorm statistics, ``antithetic``).
+
+    Returns:
+        Scalar tensor, differentiable w.r.t. the model's parameters.
+    """
+    h = hessian_trace_estimate(model, x, y, samples=samples, sigma=sigma, generator=generator,
+                               antithetic=antithetic)
     return -torch.clamp(h, max=threshold).mean()
 
 
@@ -164,22 +284,58 @@ _OPTION_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "sigma": lambda v, c: check_float(v, "sigma", c, 0.0, low_open=True),
     "tau": lambda v, c: check_float(v, "tau", c, 0.0),
     "threshold": lambda v, c: check_float(v, "threshold", c),
+    "antithetic": lambda v, c: check_bool(v, "antithetic", c),
 }
 
 
 def check_regularizer(name: str | None, weight: float, options: dict[str, Any]) -> None:
-    """Validate a regularizer name, weight and options before any training starts."""
+    """Validate a regularizer name, weight and options before any training starts.
+
+    Raises:
+        ParameterError: Unknown name or option, a weight that is not > 0, or an option
+            value out of range (the message names the valid values).
+    """
     if name is None:
         return
     if name not in REGULARIZERS:
         raise ParameterError(unknown_name("regularizer", name, REGULARIZERS))
     caller = f"regularizer {name!r}"
-    check_float(weight, "reg_weight", caller, 0.0)
+    paper = PAPER_DEFAULTS[name]["reg_weight"]
+    if isinstance(weight, int | float) and not isinstance(weight, bool) and weight == 0:
+        raise ParameterError(
+            f"The 'reg_weight' parameter of {caller} must be a float in (0, inf). Got {weight!r}: "
+            f"λ = 0 trains the baseline. The paper uses {paper:g}."
+        )
+    check_float(weight, "reg_weight", caller, 0.0, low_open=True)
     valid = [k for k in PAPER_DEFAULTS[name] if k != "reg_weight"]
     for key, value in options.items():
         if key not in valid:
             raise ParameterError(unknown_name("option", key, valid, caller=caller))
         _OPTION_CHECKS[key](value, caller)
+
+
+def regularizer_options(name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The options regularizer ``name`` runs with: ``PAPER_DEFAULTS`` updated by ``options``."""
+    base = {k: v for k, v in PAPER_DEFAULTS[name].items() if k != "reg_weight"}
+    return {**base, **(options or {})}
+
+
+def check_smooth_model(name: str, model: nn.Module) -> None:
+    """Raise if ``name`` needs a non-zero input Hessian and ``model`` is piecewise linear.
+
+    Raises:
+        ParameterError: score/anti-score matching on a model whose activation modules are
+            all piecewise linear (e.g. ``act="relu"``).
+    """
+    if name == "gradnorm":
+        return
+    kinds = [m for m in model.modules() if isinstance(m, _SMOOTH + _PIECEWISE_LINEAR)]
+    if kinds and not any(isinstance(m, _SMOOTH) for m in kinds):
+        raise ParameterError(
+            f"The regularizer {name!r} needs a smooth model: the input Hessian of a model whose "
+            f"activations are all piecewise linear ({type(kinds[0]).__name__}) is zero almost "
+            "everywhere. Build it with act='softplus' (--act softplus; the paper uses beta=10)."
+        )
 
 
 def regularization(
@@ -190,5 +346,16 @@ def regularization(
     options: dict[str, Any],
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """The value of regularizer ``name`` on a batch (to be multiplied by λ)."""
-    return REGULARIZERS[name](model, x, y, generator=generator, **options)
+    """The value of regularizer ``name`` on a batch (to be multiplied by λ).
+
+    Options not given take their ``PAPER_DEFAULTS`` values. BatchNorm running statistics are
+    left as found. ``generator`` (on ``x.device``) drives the noise; None seeds a fresh one
+    with 0 (only for one-off calls: a training loop must pass its own).
+
+    Raises:
+        ParameterError: see :func:`check_smooth_model`.
+    """
+    check_smooth_model(name, model)
+    if generator is None:
+        generator = torch.Generator(device=x.device).manual_seed(0)
+    return REGULARIZERS[name](model, x, y, generator=generator, **regularizer_options(name, options))
