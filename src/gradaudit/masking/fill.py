@@ -61,8 +61,9 @@ def _cg(x: torch.Tensor, removed: torch.Tensor, rhs: torch.Tensor, tol: float) -
     """Conjugate gradients for A u = rhs on every (H, W) plane of the batch at once, from u = 0.
 
     A = (D − W) restricted to the removed pixels, D_i = Σ_j w_ij over in-image neighbours;
-    applied as ((D + 1/3)·v − box121(v)/12) on removed pixels. Stops when every plane's
-    residual is below ``tol`` times its right-hand side (finished planes take zero steps).
+    applied as ((D + 1/3)·v − box121(v)/12) on removed pixels. A plane is frozen once its
+    residual is below ``tol`` times its right-hand side, so its result does not depend on
+    the other planes of the batch; the loop ends when all are frozen.
     """
     rem = removed.to(x.dtype)
     weight_sum = _neighbour_sum(torch.ones_like(x[:1]))
@@ -74,11 +75,12 @@ def _cg(x: torch.Tensor, removed: torch.Tensor, rhs: torch.Tensor, tol: float) -
     stop = (tol * tol) * rr
     n = x.shape[0]
     for _ in range(x[0].numel()):
-        if bool((rr <= stop).all()):
+        live = rr > stop
+        if not bool(live.any()):
             break
         ap = torch.addcmul(_box121(p).mul_(off).neg_(), diag, p)
         pap = _dot(p, ap)
-        alpha = torch.where(pap > 0, rr / pap, 0.0).view(n, 1, 1)
+        alpha = torch.where(live & (pap > 0), rr / pap, 0.0).view(n, 1, 1)
         u.addcmul_(alpha, p)
         r.addcmul_(alpha, ap, value=-1)
         rr_new = _dot(r, r)
