@@ -38,6 +38,7 @@ def setup():
     return planted()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("order", ["morf", "lerf"])
 def test_road_equals_quantus(setup, order: str) -> None:
     quantus = pytest.importorskip("quantus")
