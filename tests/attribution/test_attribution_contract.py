@@ -86,6 +86,18 @@ def test_chunked_equals_unchunked(method, net_name, nets, batch, fitted):
     for rows in (2, 7):
         chunked = attribution.attribute(method, nets[net_name], x, y, max_batch=rows, **opts)
         torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6 * float(whole.abs().max()))
+    by_budget = attribution.attribute(method, nets[net_name], x, y, memory_mb=0.01, **opts)  # a few rows
+    torch.testing.assert_close(by_budget, whole, rtol=1e-5, atol=1e-6 * float(whole.abs().max()))
+
+
+def test_memory_budget_sets_the_rows():
+    from gradaudit.attribution._core import rows_for_budget
+
+    cpu = torch.device("cpu")
+    assert rows_for_budget(350_000, None, cpu) == 64 * 2**20 // 350_000  # the MNIST CNN: ~190 rows
+    assert rows_for_budget(7_000, None, cpu) == 8192  # the MNIST MLP: capped
+    assert rows_for_budget(10**9, 1.0, cpu) == 1
+    assert rows_for_budget(2**20, 1024.0, torch.device("cuda")) == 1024
 
 
 @pytest.mark.parametrize(("method", "net_name"), [c for c in CASES if c[0] != "random"])
@@ -249,6 +261,8 @@ def test_bad_option_values(nets, batch):
             attribution.attribute(method, net, x, y, **opts)
     with pytest.raises(ParameterError, match=r"'max_batch' parameter .* \[1, inf\)"):
         attribution.attribute("grad", net, x, y, max_batch=0)
+    with pytest.raises(ParameterError, match=r"'memory_mb' parameter .* \(0, inf\)"):
+        attribution.attribute("grad", net, x, y, memory_mb=0)
 
 
 def test_not_applicable_methods_say_why(batch):

@@ -19,21 +19,26 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "DEFAULT_MAX_BATCH",
+    "DEFAULT_MEMORY_MB",
+    "MAX_ROWS",
     "OBJECTIVES",
     "GradFn",
-    "default_max_batch",
+
     "derive_seed",
     "draw_generator",
     "grid_chunks",
     "model_gradient",
+    "rows_for_budget",
 ]
 
 GradFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-# Rows per forward/backward. On a 2-core CPU, 128-256 rows per chunk is fastest for the MNIST
-# MLP and CNN (bench/bench_attribution_vs_captum.py); on a GPU larger chunks pay off.
-DEFAULT_MAX_BATCH = {"cpu": 256, "cuda": 4096}
+# Activation memory per forward/backward chunk when the caller gives no ``max_batch``: the
+# chunk's rows are this budget over the measured bytes of one row's layer outputs. On a 2-core
+# CPU, 64 MB gives ~180-row chunks for the MNIST CNN (cache-friendly) and the 8192-row cap for
+# the MLP (large GEMMs); see bench/bench_attribution_vs_captum.py.
+DEFAULT_MEMORY_MB = {"cpu": 64.0, "cuda": 1024.0}
+MAX_ROWS = 8192
 
 
 def _logit(out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -74,9 +79,11 @@ def model_gradient(model: nn.Module, output: str = "logit") -> GradFn:
     return grad_fn
 
 
-def default_max_batch(device: torch.device) -> int:
-    """Rows per forward/backward when the caller gives none: 256 on CPU, 4096 on CUDA."""
-    return DEFAULT_MAX_BATCH.get(device.type, DEFAULT_MAX_BATCH["cpu"])
+def rows_for_budget(row_bytes: int, memory_mb: float | None, device: torch.device) -> int:
+    """Rows per chunk so that one chunk's layer outputs take about ``memory_mb`` megabytes
+    (default per device: 64 MB on CPU, 1 GB on CUDA), between 1 and 8192."""
+    budget = DEFAULT_MEMORY_MB.get(device.type, DEFAULT_MEMORY_MB["cpu"]) if memory_mb is None else memory_mb
+    return int(min(MAX_ROWS, max(1, budget * 2**20 // max(row_bytes, 1))))
 
 
 def grid_chunks(n_items: int, per_item: int, max_batch: int) -> Iterator[tuple[slice, slice]]:

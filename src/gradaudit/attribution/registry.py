@@ -16,9 +16,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._validation import ParameterError, ParameterTypeError, check_int, check_shape, unknown_name
+from .._validation import (
+    ParameterError,
+    ParameterTypeError,
+    check_float,
+    check_int,
+    check_shape,
+    unknown_name,
+)
 from ..training import eval_mode
-from ._core import default_max_batch
+from ._core import rows_for_budget
 
 __all__ = ["METHODS", "MethodSpec", "applicable", "attribute", "fit_options", "get_method", "register"]
 
@@ -123,12 +130,23 @@ def _check_input(x: Any, caller: str) -> torch.Tensor:
     return x.detach()
 
 
-def _probe(model: nn.Module, x: torch.Tensor, caller: str, needs_gradient: bool) -> int:
-    """Number of classes; checks on one row that the model returns (1, K) logits with a
-    gradient w.r.t. the input."""
+def _probe(model: nn.Module, x: torch.Tensor, caller: str, needs_gradient: bool) -> tuple[int, int]:
+    """(number of classes, bytes of one row's layer outputs); checks on one row that the model
+    returns (1, K) float logits with a gradient w.r.t. the input."""
     z = x[:1].clone().requires_grad_(needs_gradient)
-    with torch.enable_grad():
-        out = model(z)
+    sizes = [z.numel() * z.element_size()]
+
+    def count(module: nn.Module, inputs: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor):
+            sizes.append(out.numel() * out.element_size())
+
+    handles = [m.register_forward_hook(count) for m in model.modules() if not any(True for _ in m.children())]
+    try:
+        with torch.enable_grad():
+            out = model(z)
+    finally:
+        for handle in handles:
+            handle.remove()
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1 or not out.is_floating_point():
         shown = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ParameterError(f"{caller} needs a model returning float logits (N, K). Got {shown} for one input.")
@@ -138,7 +156,7 @@ def _probe(model: nn.Module, x: torch.Tensor, caller: str, needs_gradient: bool)
             "gradient w.r.t. x (it detaches, runs under torch.no_grad, or is not a torch "
             "computation). Use a differentiable model, or method 'random'."
         )
-    return out.shape[1]
+    return out.shape[1], sum(sizes)
 
 
 def _resolve_target(target: Any, model: nn.Module, x: torch.Tensor, k: int, max_batch: int, caller: str) -> torch.Tensor:
@@ -171,6 +189,7 @@ def attribute(
     *,
     seed: int = 0,
     max_batch: int | None = None,
+    memory_mb: float | None = None,
     **options: Any,
 ) -> torch.Tensor:
     """Attribute ``model``'s prediction of ``target`` to the coordinates of ``x`` with ``method``.
@@ -183,8 +202,11 @@ def attribute(
         x: Inputs (N, ...), floating point (images are (N, C, H, W)).
         target: Labels (N,) (int), ``"predicted"`` (the model's argmax) or one class index.
         seed: Seeds every random draw of the method (noise, references, baselines).
-        max_batch: Rows per forward/backward (memory budget; results do not depend on it up
-            to float rounding). Default 256 on CPU, 4096 on CUDA.
+        max_batch: Rows (inputs × steps/samples) per forward/backward. Results do not depend
+            on it up to float rounding. Default: from ``memory_mb``.
+        memory_mb: Memory budget of one chunk's layer outputs, when ``max_batch`` is None:
+            rows = memory_mb / (bytes of one row's layer outputs, measured on one input),
+            at most 8192. Default 64 MB on CPU, 1024 MB on CUDA.
         **options: The method's options (see ``METHODS[method].options`` or
             ``gradaudit attribute --help``).
 
@@ -206,14 +228,18 @@ def attribute(
     opts = _resolve_options(spec, options, caller)
     check_int(seed, "seed", caller, 0)
     x = _check_input(x, caller)
-    rows = default_max_batch(x.device) if max_batch is None else check_int(max_batch, "max_batch", caller, 1)
+    if max_batch is not None:
+        check_int(max_batch, "max_batch", caller, 1)
+    if memory_mb is not None:
+        check_float(memory_mb, "memory_mb", caller, 0.0, low_open=True)
     if spec.validate is not None:
         spec.validate(opts, x, model, caller)
+    if not len(x):
+        return torch.empty_like(x)
     with eval_mode(model):
-        k = _probe(model, x, caller, spec.needs_gradient) if len(x) else 0
-        t = _resolve_target(target, model, x, k, rows, caller) if len(x) else torch.empty(0, dtype=torch.long)
-        if not len(x):
-            return torch.empty_like(x)
+        k, row_bytes = _probe(model, x, caller, spec.needs_gradient)
+        rows = max_batch if max_batch is not None else rows_for_budget(row_bytes, memory_mb, x.device)
+        t = _resolve_target(target, model, x, k, rows, caller)
         return spec.function(model, x, t, seed=seed, max_batch=rows, **opts).detach()
 
 
