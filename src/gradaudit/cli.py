@@ -285,6 +285,50 @@ def attribute(
          f"{method} on {len(x)} {name} test images ({target}) -> {', '.join(written)}")
 
 
+
+@app.command("run")
+def run_cmd(
+    study: Annotated[str | None, typer.Argument(help="Study name; none runs the main job (synthetic + blockmnist).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML file overriding the study's defaults.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override one key, e.g. --set seed=1 (repeatable).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Small settings that run in minutes on a laptop CPU.")] = False,
+    print_config: Annotated[bool, typer.Option("--print-config", help="Print the merged config as YAML and exit.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Study folder (default runs/<study>).")] = None,
+    store: Annotated[Path | None, typer.Option(help="Run store shared by studies (default <out>/store).")] = None,
+    executor: Annotated[str, typer.Option(help="inprocess, or ray (pip install 'gradaudit[ray]').")] = "inprocess",
+    data_root: DataRoot = None,
+    device: Device = "cpu",
+    quiet: Quiet = False,
+) -> None:
+    """Run a study end to end: results.json and a self-contained report.html.
+
+    Studies: synthetic, blockmnist, fmnist, cifar10, imagenet10, srinivas, zoo.
+    A rerun reuses every finished job; a killed run resumes.
+    """
+    from . import experiments
+    from .experiments.config import to_yaml
+
+    name = study or "main"
+    overrides = list(set_ or [])
+    if print_config:
+        typer.echo(to_yaml(experiments.study_config(name, quick=quick, config=config, overrides=overrides)),
+                   nl=False)
+        return
+    path = experiments.run_study(name, config=config, overrides=overrides, quick=quick, out=out, store=store,
+                                 device=_device(device), quiet=quiet, data_root=data_root, executor=executor)
+    typer.echo(f"report: {path}")
+
+
+@app.command("report")
+def report_cmd(
+    folder: Annotated[Path, typer.Argument(help="A study folder holding results.json.")],
+) -> None:
+    """Rebuild a study's report.html from its results.json (no recomputation)."""
+    from .experiments import render_report
+
+    typer.echo(f"report: {render_report(folder)}")
+
+
 def main() -> None:
     """Entry point: run the app, mapping user errors to one line and exit status 2."""
     tune_malloc()

@@ -1,0 +1,17 @@
+"""The paper's studies as named, configurable pipelines (``gradaudit run <study>``)."""
+
+from . import synthetic  # noqa: F401  (registers the study)
+from .base import STUDIES, Context, Study, register, render_report, run_study, study_config
+from .config import StudyConfig, build_config
+
+__all__ = [
+    "STUDIES",
+    "Context",
+    "Study",
+    "StudyConfig",
+    "build_config",
+    "register",
+    "render_report",
+    "run_study",
+    "study_config",
+]

@@ -1,0 +1,154 @@
+"""The study registry and runner behind ``gradaudit run <study>``.
+
+A study is a named, configurable pipeline: a pydantic config (with a ``--quick`` preset), a
+``run`` function that computes results through the run store (so a rerun is instant and a
+killed run resumes), and a ``report`` function that turns those results into one
+self-contained HTML report. The runner writes ``results.json`` (config, seed, results, wall
+time, library versions, git revision) and ``report.html`` into the study's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._io import read_json, write_json
+from .._provenance import provenance
+from .._validation import ParameterError, unknown_name
+from ..runs import RunStore
+from .config import StudyConfig, build_config, to_yaml
+
+__all__ = ["STUDIES", "Context", "Study", "register", "render_report", "run_study", "study_config"]
+
+RESULTS, REPORT = "results.json", "report.html"
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where and how a study runs.
+
+    Attributes:
+        out: The study's folder (results.json, report.html, figures/).
+        store: The run store holding its jobs (models, maps, retrain groups).
+        device: "cpu" or "cuda".
+        quiet: No progress bars.
+        data_root: The data root (None: $GRADAUDIT_DATA or ./data).
+        quick: Whether the --quick preset is in force (shown in the report).
+        executor: Name of the executor for independent jobs ("inprocess" or "ray").
+    """
+
+    out: Path
+    store: RunStore
+    device: str = "cpu"
+    quiet: bool = False
+    data_root: Path | None = None
+    quick: bool = False
+    executor: str = "inprocess"
+
+
+@dataclass(frozen=True)
+class Study:
+    """A registered study.
+
+    Attributes:
+        name: The CLI name (``gradaudit run <name>``).
+        summary: One line for ``gradaudit run --help``.
+        config: The pydantic config class (defaults = the full study).
+        quick: Overrides that make the study run in a few minutes on a laptop CPU.
+        run: ``run(config, ctx) -> results`` (JSON-able mapping).
+        report: ``report(record, ctx) -> Report`` where ``record`` is results.json's content.
+    """
+
+    name: str
+    summary: str
+    config: type[StudyConfig]
+    run: Callable[[Any, Context], Mapping[str, Any]]
+    report: Callable[[Mapping[str, Any], Context], Any]
+    quick: Mapping[str, Any] = field(default_factory=dict)
+
+
+STUDIES: dict[str, Study] = {}
+
+
+def register(study: Study) -> Study:
+    """Add a study to the registry (done by each study module at import)."""
+    STUDIES[study.name] = study
+    return study
+
+
+def get_study(name: str) -> Study:
+    """The study called ``name``, or a clear error listing the valid ones."""
+    if name not in STUDIES:
+        raise ParameterError(unknown_name("study", name, STUDIES))
+    return STUDIES[name]
+
+
+def study_config(
+    name: str,
+    *,
+    quick: bool = False,
+    config: str | os.PathLike[str] | None = None,
+    overrides: tuple[str, ...] | list[str] = (),
+) -> StudyConfig:
+    """The validated config of study ``name`` (defaults ← quick ← YAML ← overrides)."""
+    study = get_study(name)
+    return build_config(study.config, quick=study.quick if quick else None, path=config,
+                        overrides=overrides)
+
+
+def run_study(
+    name: str,
+    *,
+    config: str | os.PathLike[str] | None = None,
+    overrides: tuple[str, ...] | list[str] = (),
+    quick: bool = False,
+    out: str | os.PathLike[str] | None = None,
+    store: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    quiet: bool = False,
+    data_root: str | os.PathLike[str] | None = None,
+    executor: str = "inprocess",
+) -> Path:
+    """Run study ``name`` end to end; return the path of its report.html.
+
+    The config is validated before any work starts. Jobs go to ``store`` (default
+    ``<out>/store``), so a second call with the same config reuses every finished job.
+    """
+    study = get_study(name)
+    cfg = study_config(name, quick=quick, config=config, overrides=overrides)
+    out_dir = Path(out) if out is not None else Path("runs") / name
+    ctx = Context(out=out_dir, store=RunStore(store if store is not None else out_dir / "store"),
+                  device=device, quiet=quiet, data_root=Path(data_root) if data_root else None,
+                  quick=quick, executor=executor)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    results = study.run(cfg, ctx)
+    record = {
+        "study": name,
+        "quick": quick,
+        "seed": cfg.seed,
+        "config": cfg.model_dump(mode="json"),
+        "config_yaml": to_yaml(cfg),
+        "results": results,
+        "wall_time_s": round(time.perf_counter() - t0, 1),
+        **provenance(),
+    }
+    write_json(out_dir / RESULTS, record)
+    return render_report(out_dir, ctx)
+
+
+def render_report(out: str | os.PathLike[str], ctx: Context | None = None) -> Path:
+    """(Re)build ``report.html`` of a study folder from its ``results.json``."""
+    out = Path(out)
+    if not (out / RESULTS).is_file():
+        raise ParameterError(f"{out} holds no {RESULTS}; run a study into it first "
+                             f"(gradaudit run <study> --out {out}).")
+    record = read_json(out / RESULTS)
+    study = get_study(record["study"])
+    ctx = ctx or Context(out=out, store=RunStore(out / "store"))
+    report = study.report(record, ctx)
+    return Path(report.write(out / REPORT, save_figures=True))
