@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from .layers import activation
+from .._validation import ParameterError, check_int
+from .layers import activation, check_widths
 
 __all__ = ["cnn"]
 
@@ -23,7 +24,14 @@ def cnn(
 
     Only Linear / Conv2d / ReLU / MaxPool2d / Flatten layers, so PatternAttribution applies.
     """
+    channels = check_widths(channels, "channels", "build('cnn')", allow_empty=False)
+    hidden = check_int(hidden, "hidden", "build('cnn')", 1)
     c, h, w = input_shape
+    if min(h, w) < 2 ** len(channels):
+        raise ParameterError(
+            f"build('cnn') halves H and W {len(channels)} times, so it needs inputs of at least "
+            f"{2 ** len(channels)} px a side. Got {tuple(input_shape)}; use fewer channels."
+        )
     layers: list[nn.Module] = []
     for out in channels:
         layers += [nn.Conv2d(c, out, 3, padding=1), activation(act, beta), nn.MaxPool2d(2)]

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .._validation import ParameterError, check_float, unknown_name
+from .._validation import ParameterError, check_float, check_int, unknown_name
 
-__all__ = ["Normalize", "activation"]
+__all__ = ["Normalize", "activation", "check_widths"]
 
 
 class Normalize(nn.Module):
@@ -42,3 +42,15 @@ def activation(name: str, beta: float = 10.0) -> nn.Module:
     if name == "softplus":
         return nn.Softplus(beta=check_float(beta, "beta", "activation", 0.0, low_open=True))
     raise ParameterError(unknown_name("activation", name, _ACTIVATIONS))
+
+
+def check_widths(value: Sequence[int], name: str, caller: str, *, allow_empty: bool = True) -> tuple[int, ...]:
+    """``value`` as a tuple of positive ints (layer widths), or a ParameterError."""
+    ok = isinstance(value, Sequence) and not isinstance(value, str) and (allow_empty or len(value) > 0)
+    if ok:
+        try:
+            return tuple(check_int(v, name, caller, 1) for v in value)
+        except ParameterError:
+            pass
+    need = "a sequence of positive ints" + ("" if allow_empty else " (at least one)")
+    raise ParameterError(f"The {name!r} parameter of {caller} must be {need}, e.g. (256, 256). Got {value!r}.")

@@ -7,7 +7,7 @@ from math import prod
 
 from torch import nn
 
-from .layers import activation
+from .layers import activation, check_widths
 
 __all__ = ["linear", "mlp"]
 
@@ -25,7 +25,7 @@ def mlp(
     """
     layers: list[nn.Module] = [nn.Flatten()]
     width = prod(input_shape)
-    for h in hidden:
+    for h in check_widths(hidden, "hidden", "build('mlp')"):
         layers += [nn.Linear(width, h), activation(act, beta)]
         width = h
     layers.append(nn.Linear(width, num_classes))

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .._validation import check_int
 from .layers import activation
 
 __all__ = ["ResNet", "imagenet_resnet18", "resnet"]
@@ -133,6 +134,7 @@ def resnet(
 ) -> ResNet:
     """A CIFAR-style ResNet of ``depth`` in {9, 18, 34, 50}."""
     block, blocks = DEPTHS[depth]
+    width = check_int(width, "width", f"build('resnet{depth}')", 1)
     return ResNet(block, blocks, input_shape[0], num_classes, width, act, beta)
 
 
@@ -144,4 +146,5 @@ def imagenet_resnet18(
     beta: float = 10.0,
 ) -> ResNet:
     """torchvision-layout ResNet18 (7x7/s2 stem, max-pool) for 112 px ImageNet-10 inputs."""
+    width = check_int(width, "width", "build('resnet18-imagenet')", 1)
     return ResNet("basic", (2, 2, 2, 2), input_shape[0], num_classes, width, act, beta, True)
