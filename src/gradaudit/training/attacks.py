@@ -13,7 +13,13 @@ Deviations from the reference code:
     * Random start is on by default (uniform in the l-inf box; uniform in the l2 ball), and
       ``restarts`` keeps, per example, the perturbation with the highest loss.
     * The step on the l2 sphere normalises by ``‖g‖ + 1e-10`` and projects with
-      ``min(1, eps/‖δ‖)``, as torchattacks' PGDL2 does, so the two agree without random start.
+      ``min(1, eps/‖δ‖)``, as torchattacks' PGDL2 does, so the two agree without random start
+      (the reference divides by ``‖g‖ + 1e-15`` and rescales by ``eps/max(‖δ‖, eps)``, the same
+      projection).
+    * The l2 random start is uniform in the eps-ball (radius ``eps·U^(1/d)``); the reference
+      and torchattacks scale a Gaussian direction by ``eps·U``, which crowds the centre.
+    * The attack runs under ``torch.enable_grad()``, so it also works inside a caller's
+      ``torch.no_grad()`` block; the random start uses a seeded generator, never the global RNG.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_choice, check_float, check_int
+from .._validation import ParameterError, ParameterTypeError, check_choice, check_float, check_int
 
 __all__ = ["eval_mode", "pgd", "robust_accuracy"]
 
@@ -48,7 +54,7 @@ def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (t.dim() - 1)))
 
 
-def _random_start(x: torch.Tensor, norm: str, eps: float, gen: torch.Generator | None) -> torch.Tensor:
+def _random_start(x: torch.Tensor, norm: str, eps: float, gen: torch.Generator) -> torch.Tensor:
     if norm == "linf":
         u = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype)
         return (2 * u - 1) * eps
@@ -88,6 +94,21 @@ def _attack_once(
     return adv
 
 
+def _check_inputs(x: torch.Tensor, y: torch.Tensor, bounds: tuple[float, float], caller: str) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() < 2 or not x.is_floating_point():
+        raise ParameterTypeError(
+            f"The 'x' argument of {caller} must be a float tensor (N, ...). "
+            f"Got {getattr(x, 'shape', type(x).__name__)}."
+        )
+    if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],) or y.dtype != torch.long:
+        raise ParameterError(
+            f"The 'y' argument of {caller} must be an int64 tensor of shape ({x.shape[0]},). "
+            f"Got {getattr(y, 'dtype', None)} {tuple(getattr(y, 'shape', ()))}."
+        )
+    if len(bounds) != 2 or not float(bounds[0]) < float(bounds[1]):
+        raise ParameterError(f"The 'bounds' parameter of {caller} must be (lo, hi) with lo < hi. Got {bounds!r}.")
+
+
 def pgd(
     model: nn.Module,
     x: torch.Tensor,
@@ -100,29 +121,37 @@ def pgd(
     random_start: bool = True,
     restarts: int = 1,
     bounds: tuple[float, float] = (0.0, 1.0),
+    seed: int = 0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Untargeted PGD on the cross-entropy loss; returns the adversarial inputs.
 
     Formula: δ ← Π_{‖δ‖≤ε, x+δ∈[lo,hi]}(δ + α·s(∇_δ CE(f(x+δ), y))), with s = sign for
-    l-inf and s(g) = g/‖g‖₂ for l2.
+    l-inf and s(g) = g/‖g‖₂ for l2 (per example), CE averaged over the batch.
 
     Args:
-        model: Classifier returning logits. Evaluated in eval mode; its mode is restored.
-        x: Inputs (N, C, H, W) inside ``bounds``.
-        y: Labels (N,).
+        model: Classifier returning logits. Evaluated in eval mode; every module's mode is
+            restored, and parameter ``.grad`` fields are left untouched.
+        x: Inputs (N, C, H, W) inside ``bounds``; not modified.
+        y: Labels (N,), int64.
         norm: "linf" or "l2".
-        eps: Radius of the threat model in input units; 0 returns ``x`` unchanged.
-        steps: Number of PGD steps.
+        eps: Radius of the threat model in input units; 0 returns a copy of ``x``.
+        steps: Number of PGD steps (default 10).
         step_size: α; None means 2.5·eps/steps.
         random_start: Start from a uniform draw in the eps-ball (else from x).
         restarts: Independent starts; per example the highest-loss result is kept.
         bounds: The input box (lo, hi).
-        generator: Source of the random starts (a seeded ``torch.Generator`` for
-            reproducible attacks); None uses the global RNG.
+        seed: Seeds the random starts when no ``generator`` is given.
+        generator: A ``torch.Generator`` on ``x``'s device for the random starts (the
+            training loop passes its own, so that a resumed run continues its sequence);
+            None creates one from ``seed``.
 
     Returns:
         Adversarial inputs, detached, shaped like ``x``.
+
+    Raises:
+        ParameterError: Unknown norm, a negative eps, non-positive steps or restarts, bad
+            bounds, or labels that do not match ``x``.
     """
     caller = "pgd"
     check_choice(norm, "norm", caller, NORMS)
@@ -130,17 +159,28 @@ def pgd(
     steps = check_int(steps, "steps", caller, 1)
     restarts = check_int(restarts, "restarts", caller, 1)
     alpha = 2.5 * eps / steps if step_size is None else check_float(step_size, "step_size", caller, 0.0)
+    _check_inputs(x, y, bounds, caller)
+    bounds = (float(bounds[0]), float(bounds[1]))
     if eps == 0:
         return x.detach().clone()
-    best, best_loss = x.detach().clone(), torch.full((x.shape[0],), -float("inf"), device=x.device)
-    with eval_mode(model):
+    if random_start and generator is None:
+        generator = torch.Generator(device=x.device).manual_seed(check_int(seed, "seed", caller, 0))
+    x = x.detach()
+    with eval_mode(model), torch.enable_grad():
+        best: torch.Tensor | None = None
         for _ in range(restarts):
             start = _random_start(x, norm, eps, generator) if random_start else torch.zeros_like(x)
-            adv = _attack_once(model, x.detach(), y, norm, eps, steps, alpha, start, bounds)
+            adv = _attack_once(model, x, y, norm, eps, steps, alpha, start, bounds)
+            if restarts == 1:
+                return adv
             with torch.no_grad():
                 loss = F.cross_entropy(model(adv), y, reduction="none")
-            better = loss > best_loss
-            best[better], best_loss[better] = adv[better], loss[better]
+            if best is None:
+                best, best_loss = adv, loss
+            else:
+                better = loss > best_loss
+                best = torch.where(better.view(-1, *([1] * (x.dim() - 1))), adv, best)
+                best_loss = torch.where(better, loss, best_loss)
     return best
 
 
@@ -162,20 +202,41 @@ def robust_accuracy(
     """Accuracy under PGD at each radius in ``eps`` (0 gives clean accuracy).
 
     Evaluation attacks default to 40 steps (four times the training attack) with random
-    start; raise ``restarts`` for a stronger estimate.
+    start; raise ``restarts`` for a stronger estimate. Each radius is attacked with a fresh
+    generator seeded with ``seed``, so its result does not depend on the other radii listed.
+
+    Args:
+        model: Classifier returning logits, on ``x``'s device; its modes are restored.
+        x: Inputs (N, C, H, W) inside ``bounds``.
+        y: Labels (N,), int64.
+        norm, steps, step_size, random_start, restarts, bounds: As in :func:`pgd`.
+        eps: Radii, each ≥ 0.
+        batch_size: Images per attack batch.
+        seed: Seed of the random starts.
 
     Returns:
         ``{eps: accuracy}`` with accuracies in [0, 1].
+
+    Raises:
+        ParameterError: As :func:`pgd`, or an empty ``eps`` or ``x``.
     """
-    gen = torch.Generator(device=x.device).manual_seed(seed)
+    caller = "robust_accuracy"
+    radii = [check_float(e, "eps", caller, 0.0) for e in eps]
+    if not radii:
+        raise ParameterError(f"The 'eps' parameter of {caller} must list at least one radius. Got {eps!r}.")
+    batch_size = check_int(batch_size, "batch_size", caller, 1)
+    _check_inputs(x, y, bounds, caller)
+    if x.shape[0] == 0:
+        raise ParameterError(f"The 'x' argument of {caller} holds no images.")
     out: dict[float, float] = {}
-    for e in eps:
+    for e in radii:
+        gen = torch.Generator(device=x.device).manual_seed(check_int(seed, "seed", caller, 0))
         correct = 0
         for i in range(0, x.shape[0], batch_size):
             xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-            adv = pgd(model, xb, yb, norm=norm, eps=float(e), steps=steps, step_size=step_size,
+            adv = pgd(model, xb, yb, norm=norm, eps=e, steps=steps, step_size=step_size,
                       random_start=random_start, restarts=restarts, bounds=bounds, generator=gen)
             with torch.no_grad(), eval_mode(model):
                 correct += (model(adv).argmax(1) == yb).sum().item()
-        out[float(e)] = correct / x.shape[0]
+        out[e] = correct / x.shape[0]
     return out
