@@ -22,7 +22,7 @@ import torch
 
 from .._validation import check_choice, check_float, check_int
 
-__all__ = ["RANK_BY", "keep_count", "keep_mask", "rank_positions", "scores"]
+__all__ = ["RANK_BY", "SIDES", "keep_count", "keep_mask", "keep_mask_count", "rank_positions", "scores"]
 
 RANK_BY = ("element", "channel-sum")
 SIDES = ("top", "bottom")
@@ -82,8 +82,20 @@ def keep_mask(positions: torch.Tensor, fraction: float, side: str = "top") -> to
         side: "top" keeps the highest-ranked, "bottom" the lowest-ranked.
     """
     check_choice(side, "side", "keep_mask", SIDES)
+    return keep_mask_count(positions, keep_count(fraction, positions[0].numel()), side)
+
+
+def keep_mask_count(positions: torch.Tensor, count: int, side: str = "top") -> torch.Tensor:
+    """Bool mask of the ``count`` top-ranked (or bottom-ranked) coordinates of each image.
+
+    Args:
+        positions: Output of :func:`rank_positions` (a batch of it is fine).
+        count: Coordinates kept per image, in [0, d].
+        side: "top" keeps the highest-ranked, "bottom" the lowest-ranked.
+    """
+    check_choice(side, "side", "keep_mask_count", SIDES)
     d = positions[0].numel()
-    k = keep_count(fraction, d)
+    check_int(count, "count", "keep_mask_count", 0, d)
     if side == "top":
-        return positions < k
-    return positions >= d - k
+        return positions < count
+    return positions >= d - count

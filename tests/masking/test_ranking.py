@@ -1,0 +1,69 @@
+"""Rank positions, the seeded tie-break and keep-masks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gradaudit import ParameterError
+from gradaudit.masking.ranking import keep_count, keep_mask, keep_mask_count, rank_positions, scores
+
+
+def test_positions_follow_decreasing_magnitude() -> None:
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(7, 2, 5, 5, generator=g)
+    pos = rank_positions(a, seed=3)
+    assert pos.dtype == torch.int16 and pos.shape == a.shape
+    flat_pos, flat_mag = pos.flatten(1).long(), a.abs().flatten(1)
+    for i in range(7):
+        assert torch.equal(flat_pos[i].sort().values, torch.arange(50))  # a permutation
+        order = torch.argsort(flat_pos[i])  # coordinates from rank 0 upwards
+        assert torch.all(flat_mag[i, order][:-1] >= flat_mag[i, order][1:])
+
+
+def test_int32_for_large_images_and_tie_free_batching() -> None:
+    a = torch.randn(3, 3, 110, 110, generator=torch.Generator().manual_seed(1))
+    pos = rank_positions(a, seed=0)
+    assert pos.dtype == torch.int32
+    small = torch.randn(10, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(rank_positions(small, seed=5, batch_size=3), rank_positions(small, seed=5))
+
+
+def test_channel_sum_ranks_pixels() -> None:
+    a = torch.zeros(1, 3, 2, 2)
+    a[0, :, 0, 1] = torch.tensor([1.0, -1.0, 1.0])  # |.| sums to 3: the top pixel
+    a[0, 0, 1, 1] = 2.5  # one strong channel, sum 2.5: second
+    pos = rank_positions(a, by="channel-sum", seed=0)
+    assert pos.shape == (1, 1, 2, 2)
+    assert pos[0, 0, 0, 1] == 0 and pos[0, 0, 1, 1] == 1
+    assert torch.equal(scores(a, "channel-sum")[0, 0], torch.tensor([[0.0, 3.0], [0.0, 2.5]]))
+
+
+def test_ties_are_seeded_and_uniform() -> None:
+    a = torch.ones(4000, 1, 1, 4)  # every coordinate tied
+    p0, p0b, p1 = rank_positions(a, seed=0), rank_positions(a, seed=0), rank_positions(a, seed=1)
+    assert torch.equal(p0, p0b) and not torch.equal(p0, p1)
+    first = (p0.view(4000, 4) == 0).float().mean(0)  # how often each coordinate ranks first
+    assert torch.all((first - 0.25).abs() < 0.03)
+
+
+def test_keep_masks_count_and_sides() -> None:
+    pos = rank_positions(torch.randn(5, 1, 4, 5, generator=torch.Generator().manual_seed(3)), seed=0)
+    for fraction in (0.0, 0.05, 0.1, 0.5, 1.0):
+        k = keep_count(fraction, 20)
+        top, bottom = keep_mask(pos, fraction, "top"), keep_mask(pos, fraction, "bottom")
+        assert torch.all(top.flatten(1).sum(1) == k) and torch.all(bottom.flatten(1).sum(1) == k)
+        assert torch.equal(top, keep_mask_count(pos, k, "top"))
+        if 2 * k <= 20:  # top-k and bottom-k are disjoint up to one half
+            assert not torch.any(top & bottom)
+    assert keep_count(0.05, 10) == 0 and keep_count(0.15, 10) == 2  # Python's round(), as the reference
+
+
+def test_keep_mask_errors() -> None:
+    pos = rank_positions(torch.randn(2, 1, 2, 2), seed=0)
+    with pytest.raises(ParameterError, match="'count'"):
+        keep_mask_count(pos, 5, "top")
+    with pytest.raises(ParameterError, match="'side'"):
+        keep_mask_count(pos, 1, "middle")
+    with pytest.raises(ParameterError, match="'fraction'"):
+        keep_mask(pos, 1.5)
