@@ -53,10 +53,11 @@ from .fit import fit, make_optimizer
 from .recipe import Recipe
 from .schedule import lr_at
 
-__all__ = ["ENGINES", "Member", "StackedFit", "apply_inputs", "fit_stacked", "stackable"]
+__all__ = ["ENGINES", "BatchInputFn", "InputFn", "Member", "StackedFit", "apply_inputs", "fit_stacked", "stackable"]
 
 ENGINES = ("auto", "bmm", "loop")
 InputFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+BatchInputFn = Callable[[torch.Tensor], torch.Tensor]
 _ELEMENTWISE = (nn.ReLU, nn.Softplus, nn.Identity, Normalize)
 
 
@@ -88,7 +89,7 @@ class StackedFit:
         models: The trained members, in order, as ordinary modules in eval mode.
         engine: "bmm" or "loop".
         history: One dict per epoch: epoch, lr, seconds, and per-member lists train_loss,
-            train_acc (bmm engine; the loop engine stores each member's fit history).
+            train_acc.
         seconds: Wall time of training.
         flops: Multiply-add FLOPs of the training steps (forward + backward), counted from
             the layer shapes (bmm engine); None for the loop engine.
@@ -239,6 +240,7 @@ def fit_stacked(
     members: Sequence[Member],
     *,
     engine: str = "auto",
+    batch_inputs: BatchInputFn | None = None,
     device: str | torch.device = "cpu",
     quiet: bool = False,
     bar: Any = None,
@@ -253,6 +255,10 @@ def fit_stacked(
             replaced by each member's ``data_seed``.
         members: The members.
         engine: "auto", "bmm" or "loop" (see the module docstring).
+        batch_inputs: Optional fast path of the bmm engine: ``batch_inputs(rows)`` with
+            ``rows`` (M, B) (member m's training rows) returns the stacked inputs (M, B, ...)
+            and must equal stacking ``members[m].inputs(train.x[rows[m]], rows[m])`` (e.g.
+            all keep-masks of a step built in one broadcast comparison).
         device: Where to train.
         quiet: No progress bars.
         bar: An open progress display to add the epoch bar to (instead of opening one).
@@ -273,41 +279,39 @@ def fit_stacked(
     chosen = "bmm" if (engine == "auto" and ok) else ("loop" if engine == "auto" else engine)
     with torch.enable_grad():
         if bar is not None:
-            return _run(chosen, nets, train, recipe, members, device, bar)
+            return _run(chosen, nets, train, recipe, members, batch_inputs, device, bar)
         with progress(quiet) as own:
-            return _run(chosen, nets, train, recipe, members, device, own)
+            return _run(chosen, nets, train, recipe, members, batch_inputs, device, own)
 
 
-def _run(engine: str, nets: list[nn.Module], train: ImageSet, recipe: Recipe,
-         members: Sequence[Member], device: torch.device, bar: Any) -> StackedFit:
+def _run(engine: str, nets: list[nn.Module], train: ImageSet, recipe: Recipe, members: Sequence[Member],
+         batch_inputs: BatchInputFn | None, device: torch.device, bar: Any) -> StackedFit:
     if engine == "loop":
         return _fit_loop(nets, train, recipe, members, device, bar)
-    return _fit_bmm(nets, train, recipe, members, device, bar)
+    if batch_inputs is None:
+        def batch_inputs(rows: torch.Tensor) -> torch.Tensor:
+            return torch.stack([train.x[r] if m.inputs is None else m.inputs(train.x[r], r)
+                                for m, r in zip(members, rows, strict=True)])
+    return _fit_bmm(nets, train, recipe, members, batch_inputs, device, bar)
 
 
 def _fit_loop(nets: list[nn.Module], train: ImageSet, recipe: Recipe,
               members: Sequence[Member], device: torch.device, bar: Any) -> StackedFit:
-    t0, history = time.perf_counter(), []
+    t0, runs = time.perf_counter(), []
     task = bar.add_task("members", total=len(members))
     for net, member in zip(nets, members, strict=True):
         data = train if member.inputs is None else train.with_x(apply_inputs(member.inputs, train.x))
-        history.append({"member": len(history), "history": fit(net, data, member.recipe(recipe),
-                                                                 device=device, quiet=True).history})
+        runs.append(fit(net, data, member.recipe(recipe), device=device, quiet=True).history)
         bar.advance(task)
     bar.remove_task(task)
+    history = [{"epoch": e + 1, "lr": runs[0][e]["lr"], "seconds": sum(r[e]["seconds"] for r in runs),
+                "train_loss": [r[e]["train_loss"] for r in runs],
+                "train_acc": [r[e]["train_acc"] for r in runs]} for e in range(recipe.epochs)]
     return StackedFit(tuple(nets), "loop", history, time.perf_counter() - t0, None)
 
 
-def _member_batch(train: ImageSet, member: Member, rows: torch.Tensor, device: torch.device,
-                  augment: str, gen: torch.Generator) -> torch.Tensor:
-    xb = train.x[rows]
-    if member.inputs is not None:
-        xb = member.inputs(xb, rows)
-    return augment_batch(xb.to(device), augment, gen)
-
-
-def _fit_bmm(nets: list[nn.Module], train: ImageSet, recipe: Recipe,
-             members: Sequence[Member], device: torch.device, bar: Any) -> StackedFit:
+def _fit_bmm(nets: list[nn.Module], train: ImageSet, recipe: Recipe, members: Sequence[Member],
+             batch_inputs: BatchInputFn, device: torch.device, bar: Any) -> StackedFit:
     stack = _Stack(nets, device)
     optimizer = make_optimizer(stack.parameters(), recipe)
     rows = [_train_rows(len(train), recipe.val_fraction, m.data_seed) for m in members]
@@ -324,10 +328,11 @@ def _fit_bmm(nets: list[nn.Module], train: ImageSet, recipe: Recipe,
         correct = torch.zeros(count, dtype=torch.int64)
         task = bar.add_task(f"epoch {epoch + 1}", total=steps)
         for step in range(steps):
-            idx = [o[step * size : (step + 1) * size] for o in order]
-            xb = torch.stack([_member_batch(train, m, i, device, recipe.augment, g)
-                              for m, i, g in zip(members, idx, gens, strict=True)])
-            yb = torch.stack([train.y[i] for i in idx]).to(device)
+            idx = torch.stack([o[step * size : (step + 1) * size] for o in order])
+            xb = batch_inputs(idx).to(device)
+            if recipe.augment != "none":
+                xb = torch.stack([augment_batch(x, recipe.augment, g) for x, g in zip(xb, gens, strict=True)])
+            yb = train.y[idx].to(device)
             logits = stack.forward(xb)
             losses = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none")
             losses = losses.view(count, -1).mean(1)

@@ -1,0 +1,261 @@
+"""The retraining core shared by DiffROAR, ROAR and KAR.
+
+An *arm* says what a retrained model sees: the coordinates kept (the ``count`` top- or
+bottom-ranked of each image under one ranking) and the view (the kept pixel values with
+the rest filled, or the binary keep-mask alone for the mask-only control). Every arm is
+retrained once per seed; arms that give identical data (everything kept, nothing kept) are
+trained once and shared. The retrains of one seed are trained together as a stacked
+ensemble (:func:`gradaudit.training.ensemble.fit_stacked`) in groups of at most
+``max_stack`` models, and each finished group is written atomically to ``out`` (if given)
+and skipped when the run is repeated.
+
+Store layout (``out``): ``config.json`` (config, its hash, provenance) and
+``groups/<name>.json`` (the group's config hash, seeds, per-member test accuracy and final
+training loss/accuracy, provenance).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._io import read_json, to_jsonable, write_json
+from .._progress import progress
+from .._provenance import provenance
+from .._validation import ParameterError
+from ..data.imageset import ImageSet
+from ..masking.fill import fill_masked
+from ..masking.ranking import keep_mask_count
+from ..models.spec import ModelSpec
+from ..training.attacks import eval_mode
+from ..training.ensemble import InputFn, Member, StackedFit, fit_stacked
+from ..training.recipe import Recipe
+
+__all__ = ["VIEWS", "Arm", "GroupInputs", "Ranking", "Retrainer", "config_hash", "tensor_digest"]
+
+VIEWS = ("pixels", "mask")
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Rank positions (``masking.rank_positions``) of one attribution on train and test."""
+
+    name: str
+    train: torch.Tensor
+    test: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One retrained configuration (see the module docstring)."""
+
+    ranking: str
+    side: str
+    count: int
+    view: str = "pixels"
+
+    def key(self, d: int) -> str:
+        """Names the data this arm trains on; arms with equal keys see identical data."""
+        if self.count in (0, d):
+            return f"{self.view}/{'all' if self.count else 'none'}"
+        return f"{self.view}/{self.ranking}/{self.side}/{self.count}"
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and bytes."""
+    h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """A short SHA-256 of the canonical JSON of ``config``."""
+    text = json.dumps(to_jsonable(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class _Store:
+    """Finished groups on disk (atomic JSON files), or nothing when ``out`` is None."""
+
+    def __init__(self, out: str | os.PathLike[str] | None, config: Mapping[str, Any]) -> None:
+        self.out = None if out is None else Path(out)
+        self.hash = config_hash(config)
+        if self.out is None:
+            return
+        path = self.out / "config.json"
+        if path.exists():
+            found = read_json(path).get("config_hash")
+            if found != self.hash:
+                raise ParameterError(
+                    f"The directory {self.out} holds a retraining run with another config "
+                    f"(hash {found} vs {self.hash}). Use another 'out', or delete it."
+                )
+        else:
+            write_json(path, {"config_hash": self.hash, "config": config, **provenance()})
+
+    def load(self, group: str) -> dict[str, Any] | None:
+        if self.out is None or not (self.out / "groups" / f"{group}.json").exists():
+            return None
+        info = read_json(self.out / "groups" / f"{group}.json")
+        return info if info.get("config_hash") == self.hash else None
+
+    def save(self, group: str, payload: dict[str, Any]) -> None:
+        if self.out is not None:
+            write_json(self.out / "groups" / f"{group}.json",
+                       {"config_hash": self.hash, "group": group, **payload, **provenance()})
+
+
+def _inputs(arm: Arm, positions: torch.Tensor, fill: str, mean: torch.Tensor | None) -> InputFn | None:
+    """What a model of ``arm`` sees of rows ``rows`` when trained alone (the reference path)."""
+    d = positions[0].numel()
+    if arm.view == "pixels" and arm.count == d:
+        return None
+
+    def fn(xb: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        keep = keep_mask_count(positions[rows], arm.count, arm.side)
+        if arm.view == "mask":
+            return keep.to(xb.dtype).expand_as(xb)
+        return fill_masked(xb, keep, fill, mean=mean)
+
+    return fn
+
+
+class GroupInputs:
+    """The inputs of all arms of a group for given rows, built block by block.
+
+    Arms of one (ranking, side, view) form a block whose keep-masks come from one broadcast
+    comparison of the rows' rank positions with the block's counts. ``self(rows)`` with
+    ``rows`` (M, B), or (1, B) shared by all arms, equals stacking each arm's
+    :func:`_inputs` on its rows, bitwise (comparisons and fills are exact).
+    """
+
+    def __init__(self, arms: Sequence[Arm], x: torch.Tensor, positions: Mapping[str, torch.Tensor],
+                 fill: str, mean: torch.Tensor | None) -> None:
+        self.x, self.positions, self.fill, self.mean = x, positions, fill, mean
+        self.blocks: list[tuple[slice, Arm, torch.Tensor]] = []
+        start = 0
+        for i in range(1, len(arms) + 1):
+            if i == len(arms) or (arms[i].ranking, arms[i].side, arms[i].view) != (
+                    arms[start].ranking, arms[start].side, arms[start].view):
+                counts = torch.tensor([a.count for a in arms[start:i]])
+                self.blocks.append((slice(start, i), arms[start], counts))
+                start = i
+
+    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+        shared = bool((rows == rows[:1]).all())
+        parts = []
+        for sl, arm, counts in self.blocks:
+            index = rows[:1] if shared else rows[sl]
+            pos = self.positions[arm.ranking][index]
+            c = counts.view(-1, *([1] * (pos.dim() - 1)))
+            keep = pos < c if arm.side == "top" else pos >= pos[0, 0].numel() - c
+            shape = (len(counts), *index.shape[1:], *self.x.shape[1:])
+            if arm.view == "mask":
+                parts.append(keep.to(self.x.dtype).expand(shape))
+            else:
+                parts.append(fill_masked(self.x[index].expand(shape), keep, self.fill, mean=self.mean))
+        return torch.cat(parts)
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
+    parts = math.ceil(len(items) / size)
+    step = math.ceil(len(items) / parts) if parts else 1
+    return [list(items[i : i + step]) for i in range(0, len(items), step)]
+
+
+def _last_epoch(fitted: StackedFit, i: int) -> dict[str, float]:
+    last = fitted.history[-1]
+    return {"train_loss": last["train_loss"][i], "train_acc": last["train_acc"][i]}
+
+
+@dataclass
+class Retrainer:
+    """Retrains arms over seeds and returns each (arm, seed)'s final test accuracy.
+
+    Attributes:
+        spec, recipe: Architecture and (standard) recipe of every retrain.
+        train, test: The unmasked data.
+        rankings: Ranking name -> :class:`Ranking`.
+        fill: "zero" or "mean" (``masking.fill_masked``); ``mean`` is the per-channel mean
+            of ``train``.
+        engine, max_stack, device, quiet: Passed on to ``fit_stacked`` / progress.
+    """
+
+    spec: ModelSpec
+    recipe: Recipe
+    train: ImageSet
+    test: ImageSet
+    rankings: Mapping[str, Ranking]
+    fill: str
+    engine: str
+    max_stack: int
+    device: str | torch.device
+    quiet: bool
+
+    def _groups(self, arms: Sequence[Arm], seeds: Sequence[int]) -> list[tuple[str, int, list[Arm]]]:
+        d = {name: r.train[0].numel() for name, r in self.rankings.items()}
+        out = []
+        for seed in seeds:
+            unique: dict[str, Arm] = {}
+            for arm in arms:
+                unique.setdefault(arm.key(d[arm.ranking]), arm)
+            ordered = sorted(unique.values(), key=lambda a: (a.view, a.ranking, a.side, a.count))
+            for j, part in enumerate(_chunks(ordered, self.max_stack)):
+                out.append((f"seed{seed}-part{j}", seed, part))
+        return out
+
+    def run(self, arms: Sequence[Arm], seeds: Sequence[int], config: Mapping[str, Any],
+            out: str | os.PathLike[str] | None) -> dict[tuple[Arm, int], float]:
+        """Accuracy on the matching masked test set of every (arm, seed), final epoch."""
+        store = _Store(out, config)
+        groups = self._groups(arms, seeds)
+        done: dict[tuple[str, int], float] = {}
+        mean = self.train.x.mean((0, 2, 3)) if self.fill == "mean" else None
+        with progress(self.quiet) as bar:
+            task = bar.add_task("retrain groups", total=len(groups))
+            for name, seed, part in groups:
+                found = store.load(name)
+                if found is None:
+                    found = self._train_group(part, seed, mean, bar)
+                    store.save(name, found)
+                for member in found["members"]:
+                    done[(member["key"], seed)] = member["accuracy"]
+                bar.advance(task)
+        d = {n: r.train[0].numel() for n, r in self.rankings.items()}
+        return {(arm, s): done[(arm.key(d[arm.ranking]), s)] for arm in arms for s in seeds}
+
+    def _train_group(self, part: list[Arm], seed: int, mean: torch.Tensor | None, bar: Any) -> dict[str, Any]:
+        train_pos = {n: r.train for n, r in self.rankings.items()}
+        members = [Member(seed, seed, _inputs(a, train_pos[a.ranking], self.fill, mean)) for a in part]
+        fitted = fit_stacked(self.spec, self.train, self.recipe, members, engine=self.engine,
+                             batch_inputs=GroupInputs(part, self.train.x, train_pos, self.fill, mean),
+                             device=self.device, bar=bar)
+        test = GroupInputs(part, self.test.x, {n: r.test for n, r in self.rankings.items()}, self.fill, mean)
+        accs = _accuracies(fitted.models, test, self.test.y, self.device)
+        rows = [{"key": arm.key(self.rankings[arm.ranking].train[0].numel()), "accuracy": acc,
+                 **_last_epoch(fitted, i)} for i, (arm, acc) in enumerate(zip(part, accs, strict=True))]
+        return {"seed": seed, "init_seed": seed, "data_seed": seed, "engine": fitted.engine,
+                "seconds": fitted.seconds, "flops": fitted.flops, "members": rows}
+
+
+@torch.no_grad()
+def _accuracies(models: Sequence[torch.nn.Module], inputs: GroupInputs, y: torch.Tensor,
+                device: str | torch.device, rows: int = 1000) -> list[float]:
+    """Each model's accuracy on its own inputs, in eval mode, ``rows`` test images at a time
+    (the batching of ``training.accuracy``)."""
+    correct = torch.zeros(len(models), dtype=torch.long)
+    for i in range(0, len(y), rows):
+        index = torch.arange(i, min(i + rows, len(y)))
+        xb = inputs(index.unsqueeze(0)).to(device)
+        for m, model in enumerate(models):
+            with eval_mode(model):
+                correct[m] += (model(xb[m]).argmax(1).cpu() == y[index]).sum()
+    return [int(c) / len(y) for c in correct]
