@@ -1,17 +1,29 @@
 """One training loop for every recipe: standard, adversarial (PGD) and regularized.
 
-A run directory (``out``) makes training resumable: after each epoch the whole training
-state (weights, optimizer, RNG states, history) is written atomically to
-``checkpoint.safetensors``; a finished run leaves ``model.safetensors`` and ``run.json``.
+A run directory (``out``) makes training resumable. After each epoch the whole training
+state (weights, optimizer state, generator states, history) is written atomically to
+``checkpoint.safetensors``, with the recipe, the data's identity, the model spec and
+:func:`provenance` as JSON metadata. A finished run holds:
+
+    run.json            recipe (config), data identity, model spec, per-epoch metrics
+                        (history), seconds, versions and git revision
+    model.safetensors   the final weights (plus the model spec as metadata)
+
 Calling :func:`fit` again on the same directory loads a finished run instead of training,
-and continues a killed one from its last completed epoch, ending with the same weights as
-an uninterrupted run (same seed, CPU).
+and continues a killed one from its last completed epoch, ending with bit-identical weights
+to an uninterrupted run (same seed, CPU). A directory that holds a run of another recipe,
+data set or model is refused with an error naming the differences, and left as it is.
+
+Reproducibility: every random draw of training (shuffling, the validation split,
+augmentation, PGD starts, regularizer noise) comes from two generators seeded from
+``recipe.seed`` and saved in each checkpoint; the global RNG is never used.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +36,9 @@ from torch import nn
 from .._io import read_json, write_json
 from .._progress import progress
 from .._provenance import provenance
-from .._validation import ParameterError
+from .._validation import ParameterError, ParameterTypeError
 from ..data.imageset import ImageSet
-from .attacks import pgd
+from .attacks import eval_mode, pgd
 from .augment import augment_batch
 from .checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from .metrics import accuracy
@@ -34,7 +46,7 @@ from .recipe import Recipe
 from .regularizers import check_regularizer, regularization
 from .schedule import lr_at
 
-__all__ = ["FitResult", "fit", "load_run", "make_optimizer"]
+__all__ = ["OPTIMIZERS", "FitResult", "fit", "load_run", "make_optimizer"]
 
 CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS = "model.safetensors"
@@ -63,12 +75,34 @@ class FitResult:
     out: Path | None = None
 
 
-def make_optimizer(params: Sequence[torch.Tensor] | Any, recipe: Recipe) -> torch.optim.Optimizer:
-    """The recipe's optimizer over ``params``; the learning rate is set per step."""
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+def _sgd(params: Any, recipe: Recipe) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
                            weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
+
+
+def _adam(params: Any, recipe: Recipe) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+OPTIMIZERS: dict[str, Callable[[Any, Recipe], torch.optim.Optimizer]] = {"sgd": _sgd, "adam": _adam}
+
+
+def make_optimizer(params: Sequence[torch.Tensor] | Any, recipe: Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimizer over ``params``; the learning rate is set per step by ``fit``.
+
+    "sgd": ``torch.optim.SGD`` (momentum, weight decay, Nesterov); "adam":
+    ``torch.optim.Adam`` (betas (0.9, 0.999), L2 weight decay added to the gradient).
+    """
+    return OPTIMIZERS[recipe.optimizer](params, recipe)
+
+
+def data_fingerprint(data: ImageSet) -> str:
+    """CRC-32 of the inputs' and labels' bytes: tells two same-sized data sets apart."""
+    x = data.x.detach().cpu().contiguous()
+    y = data.y.detach().cpu().contiguous()
+    crc = zlib.crc32(memoryview(x.numpy()).cast("B"))
+    crc = zlib.crc32(memoryview(y.numpy()).cast("B"), crc)
+    return f"{crc:08x}"
 
 
 def _identity(recipe: Recipe, train: ImageSet, spec: dict[str, Any] | None) -> dict[str, Any]:
@@ -76,18 +110,60 @@ def _identity(recipe: Recipe, train: ImageSet, spec: dict[str, Any] | None) -> d
     return {
         "recipe": recipe.model_dump(mode="json"),
         "data": {"name": train.name, "split": train.meta.get("split"), "n": len(train),
-                 "input_shape": list(train.input_shape)},
+                 "input_shape": list(train.input_shape), "fingerprint": data_fingerprint(train)},
         "spec": spec,
     }
 
 
+def _differences(found: Any, wanted: Any, where: str) -> list[str]:
+    if isinstance(found, dict) and isinstance(wanted, dict):
+        keys = [*wanted, *(k for k in found if k not in wanted)]
+        return [d for k in keys for d in _differences(found.get(k), wanted.get(k), f"{where}.{k}")]
+    return [] if found == wanted else [f"{where} is {found!r} there, {wanted!r} here"]
+
+
 def _check_same(out: Path, found: dict[str, Any], wanted: dict[str, Any]) -> None:
-    for key in ("recipe", "data", "spec"):
-        if found.get(key) != wanted[key]:
+    diffs = [d for key in ("recipe", "data", "spec")
+             for d in _differences(found.get(key), wanted[key], key)]
+    if diffs:
+        shown = "; ".join(diffs[:4]) + ("; ..." if len(diffs) > 4 else "")
+        raise ParameterError(
+            f"The run directory {out} holds another run ({shown}). "
+            "Use another --out (out=...), or delete that directory to retrain."
+        )
+
+
+def _check_args(model: nn.Module, train: ImageSet, recipe: Recipe) -> None:
+    if not isinstance(model, nn.Module):
+        raise ParameterTypeError(f"The 'model' argument of fit must be a torch.nn.Module. Got {type(model).__name__}.")
+    if not isinstance(train, ImageSet):
+        raise ParameterTypeError(f"The 'train' argument of fit must be a data.ImageSet. Got {type(train).__name__}.")
+    if not isinstance(recipe, Recipe):
+        raise ParameterTypeError(f"The 'recipe' argument of fit must be a training.Recipe. Got {type(recipe).__name__}.")
+    if len(train) - round(recipe.val_fraction * len(train)) < 1:
+        raise ParameterError(
+            f"fit needs at least one training image after holding out val_fraction="
+            f"{recipe.val_fraction} of {len(train)}."
+        )
+    check_regularizer(recipe.regularizer, recipe.reg_weight, dict(recipe.reg_options))
+
+
+def _check_model_fits(model: nn.Module, train: ImageSet, device: torch.device) -> None:
+    """One forward of one image: the model takes the inputs and has a logit per class."""
+    with torch.no_grad(), eval_mode(model):
+        try:
+            logits = model(train.x[:1].to(device))
+        except RuntimeError as err:
             raise ParameterError(
-                f"The run directory {out} holds a run with a different {key} "
-                f"({found.get(key)!r} vs {wanted[key]!r}). Use another --out, or delete it."
-            )
+                f"The model does not take inputs of shape {tuple(train.input_shape)} "
+                f"({str(err).splitlines()[0]}). Build it with input_shape=train.input_shape."
+            ) from None
+    classes = int(train.y.max().item()) + 1
+    if logits.dim() != 2 or logits.shape[1] < classes:
+        raise ParameterError(
+            f"The model gives logits of shape {tuple(logits.shape)} per image batch, but the "
+            f"labels need {classes} classes. Build it with num_classes=train.num_classes."
+        )
 
 
 def fit(
@@ -103,10 +179,16 @@ def fit(
 ) -> FitResult:
     """Train ``model`` on ``train`` with ``recipe`` (in place) and return a :class:`FitResult`.
 
+    Per step: a batch of the shuffled training split, augmented; under ``recipe.attack``
+    replaced by its PGD adversarial examples (model in eval mode for the attack); one
+    optimizer step on the mean cross-entropy (plus ``reg_weight`` × the regularizer) at
+    the learning rate of :func:`lr_at`.
+
     Args:
-        model: A freshly built (seeded) model; trained in place.
+        model: A freshly built (seeded) model; trained in place, left in eval mode.
         train: The training set. A validation split of ``recipe.val_fraction`` is carved
-            from it (seeded) for monitoring; no selection is made on it or on any test set.
+            from it (seeded) for monitoring (``val_acc``); nothing is selected on it, and
+            no test set is ever used: the model returned is the last epoch's.
         recipe: The training recipe.
         out: Run directory for checkpoints, final weights and ``run.json``; None keeps
             everything in memory.
@@ -116,18 +198,24 @@ def fit(
             ``run.json`` so the run can be reloaded with :func:`training.load_run`.
         on_epoch_end: Called as ``fn(epoch, history_entry)`` after each saved epoch.
 
+    Returns:
+        The :class:`FitResult`.
+
     Raises:
-        ParameterError: ``out`` holds a run of another recipe, data set or model.
+        ParameterTypeError: Arguments of the wrong type.
+        ParameterError: ``out`` holds a run of another recipe, data set or model; the model
+            does not fit the data; no training image is left after the validation split.
     """
-    check_regularizer(recipe.regularizer, recipe.reg_weight, dict(recipe.reg_options))
+    _check_args(model, train, recipe)
     device = torch.device(device)
     model.to(device)
+    _check_model_fits(model, train, device)
     out_dir = Path(out) if out is not None else None
-    ident = _identity(recipe, train, spec)
+    ident = _identity(recipe, train, spec) if out_dir is not None else {}
     if out_dir is not None and (out_dir / RUN_JSON).exists():
         info = read_json(out_dir / RUN_JSON)
         _check_same(out_dir, info, ident)
-        load_checkpoint(out_dir / WEIGHTS, model)
+        _load_into(out_dir / WEIGHTS, model)
         model.eval()
         return FitResult(model, recipe, info["history"], 0.0, True, out_dir)
 
@@ -141,7 +229,7 @@ def fit(
     start = 0
     if out_dir is not None and (out_dir / CHECKPOINT).exists():
         _check_same(out_dir, read_metadata(out_dir / CHECKPOINT), ident)
-        meta = load_checkpoint(out_dir / CHECKPOINT, model, optimizer, gens)
+        meta = _load_into(out_dir / CHECKPOINT, model, optimizer, gens)
         start, history = int(meta["epoch"]), list(meta["history"])
 
     t0 = time.perf_counter()
@@ -154,7 +242,7 @@ def fit(
             history.append(entry)
             if out_dir is not None:
                 save_checkpoint(out_dir / CHECKPOINT, model, optimizer, gens,
-                                {**ident, "epoch": epoch + 1, "history": history})
+                                {**ident, "epoch": epoch + 1, "history": history, **provenance()})
             if on_epoch_end is not None:
                 on_epoch_end(epoch, entry)
             bar.advance(epochs)
@@ -163,6 +251,17 @@ def fit(
     if out_dir is not None:
         _finish(out_dir, model, ident, history)
     return FitResult(model, recipe, history, seconds, False, out_dir)
+
+
+def _load_into(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+               gens: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
+    try:
+        return load_checkpoint(path, model, optimizer, gens)
+    except RuntimeError as err:
+        raise ParameterError(
+            f"The weights in {path} do not fit this model ({str(err).splitlines()[0]}). "
+            "Use another run directory, or the model the run was trained with."
+        ) from None
 
 
 def _train_epoch(
@@ -175,20 +274,23 @@ def _train_epoch(
     device: torch.device,
     bar: Any,
 ) -> dict[str, float]:
-    n = len(data)
+    """One pass over ``data``. Draw order (kept by ``training.ensemble``): the epoch's
+    permutation, then per batch the augmentation draws (CPU generator), then the PGD starts
+    and regularizer noise (device generator)."""
+    n, size = len(data), recipe.batch_size
     perm = torch.randperm(n, generator=gens["cpu"])
-    steps = (n + recipe.batch_size - 1) // recipe.batch_size
+    steps = (n + size - 1) // size
     task = bar.add_task(f"epoch {epoch + 1}", total=steps)
     loss_sum, correct, lr, t0 = 0.0, 0, recipe.lr, time.perf_counter()
+    model.train()  # pgd, accuracy and the regularizers restore the mode they find
     for step in range(steps):
-        idx = perm[step * recipe.batch_size : (step + 1) * recipe.batch_size]
-        xb, yb = data.x[idx].to(device), data.y[idx].to(device)
-        xb = augment_batch(xb, recipe.augment, gens["cpu"])
+        idx = perm[step * size : (step + 1) * size]
+        xb = augment_batch(data.x[idx].to(device), recipe.augment, gens["cpu"])
+        yb = data.y[idx].to(device)
         if recipe.attack is not None:
             xb = pgd(model, xb, yb, norm=recipe.attack, eps=recipe.eps, steps=recipe.attack_steps,
                      step_size=recipe.step_size, random_start=recipe.attack_random_start,
                      bounds=data.bounds, generator=gens["device"])
-        model.train()
         logits = model(xb)
         loss = F.cross_entropy(logits, yb)
         if recipe.regularizer is not None:
@@ -202,7 +304,7 @@ def _train_epoch(
         loss.backward()
         optimizer.step()
         loss_sum += loss.item() * len(idx)
-        correct += (logits.argmax(1) == yb).sum().item()
+        correct += int((logits.argmax(1) == yb).sum())
         bar.advance(task)
     bar.remove_task(task)
     seconds = time.perf_counter() - t0
@@ -222,8 +324,16 @@ def load_run(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the trained model of a finished run directory; return (model, run.json).
 
+    Args:
+        out: A run directory written by :func:`fit` with ``spec=...`` (the CLI does).
+        device: Where to put the model.
+
+    Returns:
+        (model in eval mode, the contents of ``run.json``).
+
     Raises:
-        ParameterError: ``out`` is not a finished run written with a model spec.
+        ParameterError: ``out`` is not a finished run written with a model spec, or its
+            weights do not fit the spec.
     """
     from ..models.spec import ModelSpec  # models is a lower layer; imported lazily for speed
 
@@ -236,7 +346,7 @@ def load_run(
     info = read_json(out / RUN_JSON)
     if info.get("spec") is None:
         raise ParameterError(f"The run {out} has no model spec in {RUN_JSON}; it cannot be rebuilt.")
-    model = ModelSpec(**info["spec"]).build(seed=None).to(device)
-    load_checkpoint(out / WEIGHTS, model)
+    model = ModelSpec(**info["spec"]).build(seed=0).to(device)  # weights are overwritten
+    _load_into(out / WEIGHTS, model)
     model.eval()
     return model, info

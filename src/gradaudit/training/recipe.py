@@ -24,11 +24,17 @@ class Recipe(BaseModel):
         optimizer: "sgd" (momentum, optional Nesterov) or "adam".
         lr: Base (or, for onecycle, peak) learning rate.
         momentum: SGD momentum (Adam's beta1 stays 0.9).
+        nesterov: Nesterov momentum (SGD only).
         weight_decay: L2 weight decay.
-        schedule: "constant"; "onecycle" (cosine warm-up over the first 30% of steps from
-            lr/25 to lr, cosine decay to lr/1e5 after, per step); "multistep" (×gamma at
-            each epoch in ``milestones``); "step" (×gamma every ``step_every`` epochs);
-            "cosine" (per step, to 0).
+        schedule: "constant"; "onecycle" (per step: cosine warm-up over the first 30% of
+            steps from lr/25 to lr, then cosine decay to lr/2.5e5, as PyTorch's
+            ``OneCycleLR`` without momentum cycling); "multistep" (×gamma at each epoch in
+            ``milestones``); "step" (×gamma every ``step_every`` epochs); "cosine" (per
+            step, to 0). See ``training.schedule``.
+        milestones: Epochs (strictly increasing, ≥ 1) at which "multistep" multiplies the
+            rate by ``gamma``; needs ``schedule="multistep"``.
+        step_every: Period in epochs of the "step" schedule.
+        gamma: Factor of the "multistep" and "step" schedules.
         augment: "none", "flip", or "crop-flip" (4-px padded random crop + horizontal flip).
         val_fraction: Share of the training set held out (seeded) to monitor training.
             Nothing is ever selected on the test set.
@@ -75,6 +81,14 @@ class Recipe(BaseModel):
             raise ValueError(f"attack={self.attack!r} needs eps > 0 (got eps={self.eps})")
         if self.nesterov and self.optimizer != "sgd":
             raise ValueError("nesterov=True needs optimizer='sgd'")
+        if self.milestones and self.schedule != "multistep":
+            raise ValueError(f"milestones={self.milestones} need schedule='multistep' (got {self.schedule!r})")
+        if self.schedule == "multistep" and not self.milestones:
+            raise ValueError("schedule='multistep' needs milestones, e.g. milestones=(50, 75)")
+        if any(b <= a for a, b in zip(self.milestones, self.milestones[1:], strict=False)) or any(
+            m < 1 for m in self.milestones
+        ):
+            raise ValueError(f"milestones must be strictly increasing epochs >= 1. Got {self.milestones}")
         check_regularizer(self.regularizer, self.reg_weight, dict(self.reg_options))
         return self
 
