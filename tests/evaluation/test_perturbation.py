@@ -74,7 +74,7 @@ def test_pixel_perturbation_equals_quantus_pixel_flipping(order: str) -> None:
     # (10 − |a|) makes that the least salient first (LeRF). Values stay positive, as it asks.
     metric = quantus.PixelFlipping(features_in_step=step, perturb_baseline=0.5, normalise=False,
                                    abs=False, disable_warnings=True)
-    a_q = (10 - score) if order == "lerf" else score
+    a_q = (10 - score.double()) if order == "lerf" else score.double()  # float64: exact order
     theirs = torch.tensor(metric(model=model, x_batch=x.numpy(), y_batch=y.numpy(),
                                  a_batch=a_q.numpy(), device="cpu", batch_size=24)).mean(0)
     fractions = [(t + 1) * step / 144 for t in range(144 // step)]

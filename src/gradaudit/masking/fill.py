@@ -35,9 +35,8 @@ from .._validation import ParameterError, ParameterTypeError, check_choice, chec
 __all__ = ["FILLS", "fill_masked", "linear_imputation"]
 
 
-def _box121(v: torch.Tensor) -> torch.Tensor:
-    """3×3 sums with weights [1,2,1]⊗[1,2,1] (zero outside the image), separably; v (B,H,W)."""
-    p = F.pad(v, (1, 1, 1, 1))
+def _box121_padded(p: torch.Tensor) -> torch.Tensor:
+    """3×3 sums with weights [1,2,1]⊗[1,2,1], separably, of a zero-bordered (B,H+2,W+2) p."""
     rows = p[:, :, :-2] + p[:, :, 2:]
     rows.add_(p[:, :, 1:-1], alpha=2)
     out = rows[:, :-2] + rows[:, 2:]
@@ -50,7 +49,7 @@ def _neighbour_sum(v: torch.Tensor) -> torch.Tensor:
     The stencil [[1,2,1],[2,0,2],[1,2,1]]/12 is the separable [1,2,1]⊗[1,2,1] minus 4× the
     centre, over 12.
     """
-    return _box121(v).sub_(v, alpha=4).div_(12)
+    return _box121_padded(F.pad(v, (1, 1, 1, 1))).sub_(v, alpha=4).div_(12)
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -70,7 +69,8 @@ def _cg(x: torch.Tensor, removed: torch.Tensor, rhs: torch.Tensor, tol: float) -
     diag, off = (weight_sum + 1 / 3) * rem, rem / 12
     u = torch.zeros_like(x)
     r = rhs.clone()
-    p = r.clone()
+    p_pad = F.pad(r, (1, 1, 1, 1))  # the search direction lives inside a zero border
+    p = p_pad[:, 1:-1, 1:-1]
     rr = _dot(r, r)
     stop = (tol * tol) * rr
     n = x.shape[0]
@@ -78,7 +78,7 @@ def _cg(x: torch.Tensor, removed: torch.Tensor, rhs: torch.Tensor, tol: float) -
         live = rr > stop
         if not bool(live.any()):
             break
-        ap = torch.addcmul(_box121(p).mul_(off).neg_(), diag, p)
+        ap = torch.addcmul(diag * p, off, _box121_padded(p_pad), value=-1)
         pap = _dot(p, ap)
         alpha = torch.where(live & (pap > 0), rr / pap, 0.0).view(n, 1, 1)
         u.addcmul_(alpha, p)
