@@ -15,7 +15,8 @@ a stacked ensemble, each equal to a model trained alone with ``training.fit`` on
 data. Two controls run through the same machinery:
 
 * the random attribution (independent uniformly random rankings of every train and test
-  image, seeded), actually retrained rather than drawn as a line at 0;
+  image, drawn afresh for each retrain seed, seeded), actually retrained rather than drawn
+  as a line at 0; its curve estimates the expectation over random attributions;
 * the mask-only control (``mask_only=True``): the same architecture retrained on the binary
   keep-mask alone (no pixel values). Label-dependent masks can encode the class (the "class
   information leakage" of Rong et al., ICML 2022); mask-only accuracy measures it, and
@@ -189,11 +190,14 @@ def _rankings(s: _Setup) -> dict[str, Ranking]:
             return attribution.attribute(s.method, s.model, data.x, target, seed=seed, **s.method_options)
 
         maps = (run(s.train, s.seed), run(s.test, _derive(s.seed, "test-maps")))
-    out = {"attribution": Ranking("attribution", rank_positions(maps[0], by=s.rank, seed=s.seed),
-                                  rank_positions(maps[1], by=s.rank, seed=_derive(s.seed, "test-ties")))}
+    fixed = (rank_positions(maps[0], by=s.rank, seed=s.seed), rank_positions(maps[1], by=s.rank, seed=s.seed + 1))
+    out = {"attribution": Ranking("attribution", fixed[0][0].numel(), fixed)}
     if s.controls["random"]:
-        out["random"] = Ranking("random", _random_positions(s.train.x, s.rank, _derive(s.seed, "random-train")),
-                                _random_positions(s.test.x, s.rank, _derive(s.seed, "random-test")))
+        def draw(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+            return (_random_positions(s.train.x, s.rank, _derive(seed, "random-train")),
+                    _random_positions(s.test.x, s.rank, _derive(seed, "random-test")))
+
+        out["random"] = Ranking("random", fixed[0][0].numel(), draw=draw)
     return out
 
 
@@ -214,7 +218,8 @@ def _config(s: _Setup, protocol: str, rankings: Mapping[str, Ranking]) -> dict[s
         "controls": dict(s.controls), "spec": s.spec.model_dump(mode="json"),
         "recipe": s.recipe.model_dump(mode="json"), "engine": s.engine, "max_stack": s.max_stack,
         "train": _data_id(s.train), "test": _data_id(s.test),
-        "rank_sha256": {n: [tensor_digest(r.train), tensor_digest(r.test)] for n, r in rankings.items()},
+        "rank_sha256": {n: [tensor_digest(p) for p in r.fixed] for n, r in rankings.items() if r.fixed},
+        "random_rankings": "fresh per retrain seed r, drawn from sha256(f'{r}:random-train'/'-test')",
     }
 
 
@@ -294,7 +299,8 @@ def diffroar(
         method_options: Options of ``method``.
         seeds: Retrains per arm, ≥ 1 (3 is the protocol minimum); retrain r uses
             initialisation seed and data-order seed ``seed + r``, shared by all arms.
-        seed: Base seed: rank tie-breaks, random control, retrain seeds.
+        seed: Base seed: retrain seeds, rank tie-breaks (``seed`` for the train maps,
+            ``seed + 1`` for the test maps), the random control's rankings.
         fill: Removed coordinates' value: "zero" (0 in input space) or "mean" (per-channel
             train mean). "nli" raises: it is not supported for retraining.
         rank: "element" (over C·H·W, the paper) or "channel-sum" (pixels by Σ_c |a|).
@@ -321,7 +327,7 @@ def diffroar(
                engine=engine, max_stack=max_stack)
     rankings = _rankings(s)
     views = ["pixels", "mask"] if s.controls["mask_only"] else ["pixels"]
-    grid = {(n, side, v): [Arm(n, side, keep_count(k, r.train[0].numel()), v) for k in s.levels]
+    grid = {(n, side, v): [Arm(n, side, keep_count(k, r.d), v) for k in s.levels]
             for n, r in rankings.items() for side in SIDES for v in views}
     acc, config = _retrain(s, "diffroar", [a for arms in grid.values() for a in arms], rankings, out, device, quiet)
     curves = {v: {n: DiffROARCurve(_table(acc, grid[(n, "top", v)], s.seeds),
@@ -340,7 +346,7 @@ def _removal(protocol: str, model: Any, train: Any, test: Any, kw: dict[str, Any
     views = ["pixels", "mask"] if s.controls["mask_only"] else ["pixels"]
 
     def arm(name: str, level: float, view: str) -> Arm:
-        d = rankings[name].train[0].numel()
+        d = rankings[name].d
         if protocol == "roar":  # remove the top round(t·d), keep the rest
             return Arm(name, "bottom", d - keep_count(level, d), view)
         return Arm(name, "top", keep_count(level, d), view)

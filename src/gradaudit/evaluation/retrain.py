@@ -20,7 +20,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,11 +46,28 @@ VIEWS = ("pixels", "mask")
 
 @dataclass(frozen=True)
 class Ranking:
-    """Rank positions (``masking.rank_positions``) of one attribution on train and test."""
+    """Rank positions (``masking.rank_positions``) of one attribution on train and test.
+
+    Attributes:
+        name: "attribution", "random", ...
+        d: Coordinates ranked per image.
+        fixed: (train, test) positions shared by every retrain seed, or None.
+        draw: ``draw(seed) -> (train, test)`` positions drawn afresh for each retrain seed
+            (the random control), used when ``fixed`` is None.
+    """
 
     name: str
-    train: torch.Tensor
-    test: torch.Tensor
+    d: int
+    fixed: tuple[torch.Tensor, torch.Tensor] | None = None
+    draw: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def at(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(train, test) positions used by the retrains of ``seed``."""
+        if self.fixed is not None:
+            return self.fixed
+        if self.draw is None:
+            raise RuntimeError(f"Ranking {self.name!r} has neither fixed positions nor a draw.")
+        return self.draw(seed)
 
 
 @dataclass(frozen=True)
@@ -201,7 +218,7 @@ class Retrainer:
     quiet: bool
 
     def _groups(self, arms: Sequence[Arm], seeds: Sequence[int]) -> list[tuple[str, int, list[Arm]]]:
-        d = {name: r.train[0].numel() for name, r in self.rankings.items()}
+        d = {name: r.d for name, r in self.rankings.items()}
         out = []
         for seed in seeds:
             unique: dict[str, Arm] = {}
@@ -229,18 +246,20 @@ class Retrainer:
                 for member in found["members"]:
                     done[(member["key"], seed)] = member["accuracy"]
                 bar.advance(task)
-        d = {n: r.train[0].numel() for n, r in self.rankings.items()}
+        d = {n: r.d for n, r in self.rankings.items()}
         return {(arm, s): done[(arm.key(d[arm.ranking]), s)] for arm in arms for s in seeds}
 
     def _train_group(self, part: list[Arm], seed: int, mean: torch.Tensor | None, bar: Any) -> dict[str, Any]:
-        train_pos = {n: r.train for n, r in self.rankings.items()}
+        used = {a.ranking for a in part}
+        positions = {n: r.at(seed) for n, r in self.rankings.items() if n in used}
+        train_pos = {n: p[0] for n, p in positions.items()}
         members = [Member(seed, seed, _inputs(a, train_pos[a.ranking], self.fill, mean)) for a in part]
         fitted = fit_stacked(self.spec, self.train, self.recipe, members, engine=self.engine,
                              batch_inputs=GroupInputs(part, self.train.x, train_pos, self.fill, mean),
                              device=self.device, bar=bar)
-        test = GroupInputs(part, self.test.x, {n: r.test for n, r in self.rankings.items()}, self.fill, mean)
+        test = GroupInputs(part, self.test.x, {n: p[1] for n, p in positions.items()}, self.fill, mean)
         accs = _accuracies(fitted.models, test, self.test.y, self.device)
-        rows = [{"key": arm.key(self.rankings[arm.ranking].train[0].numel()), "accuracy": acc,
+        rows = [{"key": arm.key(self.rankings[arm.ranking].d), "accuracy": acc,
                  **_last_epoch(fitted, i)} for i, (arm, acc) in enumerate(zip(part, accs, strict=True))]
         return {"seed": seed, "init_seed": seed, "data_seed": seed, "engine": fitted.engine,
                 "seconds": fitted.seconds, "flops": fitted.flops, "members": rows}

@@ -1,0 +1,176 @@
+"""DiffROAR / ROAR / KAR: planted signal, random attribution, controls, equality with fit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from gradaudit import data, evaluation
+from gradaudit.data import ImageSet
+from gradaudit.evaluation.retrain import Arm, GroupInputs, _inputs
+from gradaudit.masking.ranking import keep_mask, rank_positions
+from gradaudit.models import ModelSpec
+from gradaudit.training import Recipe, accuracy, fit
+from gradaudit.training.ensemble import apply_inputs
+
+
+@pytest.fixture
+def one_thread():
+    """One BLAS thread: stacked and alone are then bitwise equal, and tiny models run faster
+    on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def blocks() -> tuple[ImageSet, ImageSet]:
+    """Simplified BlockMNIST: 10 blocks of 10 coordinates, the label's sign on one block."""
+    opts = {"blocks": 10, "block_size": 10, "n_train": 2000, "n_test": 1000}
+    return data.load("simplified-blockmnist", "train", **opts), data.load("simplified-blockmnist", "test", **opts)
+
+
+BLOCK_SPEC = ModelSpec(name="mlp", input_shape=(1, 1, 100), num_classes=2, options={"hidden": [32]})
+BLOCK_RECIPE = Recipe(epochs=3, batch_size=64, lr=0.05, momentum=0.9)
+
+
+def _oracle(train: ImageSet, test: ImageSet, reverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """|score| 1 on the planted signal block and 0 elsewhere (or the reverse)."""
+    maps = [d.per_image["signal_mask"].float() for d in (train, test)]
+    return (1 - maps[0], 1 - maps[1]) if reverse else (maps[0], maps[1])
+
+
+def test_planted_signal_oracle_and_reverse(blocks, one_thread) -> None:
+    train, test = blocks
+    levels = [0.05, 0.1, 0.2, 1.0]
+    good = evaluation.diffroar(None, train, test, attributions=_oracle(train, test), spec=BLOCK_SPEC,
+                               recipe=BLOCK_RECIPE, levels=levels, seeds=3, mask_only=True, quiet=True)
+    bad = evaluation.diffroar(None, train, test, attributions=_oracle(train, test, reverse=True), spec=BLOCK_SPEC,
+                              recipe=BLOCK_RECIPE, levels=levels[:2], seeds=3, random=False, quiet=True)
+    for i in range(3):  # small k: the signal block kept (top) vs noise only (bottom)
+        assert good.attribution.diffroar.mean[i] > 0.3
+        assert good.attribution.top.mean[i] > 0.95 and abs(good.attribution.bottom.mean[i] - 0.5) < 0.1
+    assert all(v < -0.3 for v in bad.attribution.diffroar.mean)
+    assert good.attribution.diffroar.values[-1] == (0.0, 0.0, 0.0)  # k = 1: identical data and seeds
+    assert all(abs(v) < 0.05 for v in good.random.diffroar.mean)  # the computed random control
+    assert good.random.top.mean[0] < 0.8 and good.random.top.values[-1] == good.attribution.top.values[-1]
+    # The oracle's mask says where the block is, not its sign: mask-only is at chance (no leak).
+    mask, mask_random = good.mask_only["attribution"], good.mask_only["random"]
+    assert all(abs(v - 0.5) < 0.1 for v in mask.top.mean + mask.bottom.mean + mask_random.top.mean)
+    out = json.loads(json.dumps(good.to_dict()))
+    assert out["protocol"] == "diffroar" and out["higher_is_better"] is True
+    assert out["seeds"] == [0, 1, 2] and out["config"]["target"] == "label"
+    assert len(out["curves"]["attribution"]["top"]["per_seed"][0]) == 3
+    margin = out["leakage"]["attribution"]["leak_free_margin"]["top"]["mean"][0]
+    assert margin == pytest.approx(good.attribution.top.mean[0] - mask.top.mean[0])
+
+
+def test_stacked_equals_one_at_a_time(blocks, one_thread) -> None:
+    """Each retrain equals training.fit of a fresh model on the masked data, same seeds."""
+    train, test = blocks
+    g = torch.Generator().manual_seed(0)
+    maps = _oracle(train, test)
+    maps = (maps[0] + 0.3 * torch.rand(maps[0].shape, generator=g),
+            maps[1] + 0.3 * torch.rand(maps[1].shape, generator=g))
+    res = evaluation.diffroar(None, train, test, attributions=maps, spec=BLOCK_SPEC, recipe=BLOCK_RECIPE,
+                              levels=[0.1, 0.5], seeds=2, seed=4, fill="mean", quiet=True)
+    mean = train.x.mean((0, 2, 3)).view(1, -1, 1, 1)
+    pos_train, pos_test = rank_positions(maps[0], seed=4), rank_positions(maps[1], seed=5)
+    for li, level in ((0, 0.1), (1, 0.5)):
+        for side, curve in (("top", res.attribution.top), ("bottom", res.attribution.bottom)):
+            for si, seed in enumerate((4, 5)):
+                keep_tr, keep_te = keep_mask(pos_train, level, side), keep_mask(pos_test, level, side)
+                alone = BLOCK_SPEC.build(seed)
+                fit(alone, train.with_x(torch.where(keep_tr, train.x, mean)),
+                    BLOCK_RECIPE.model_copy(update={"seed": seed}), quiet=True)
+                acc = accuracy(alone, torch.where(keep_te, test.x, mean), test.y)
+                assert abs(curve.values[li][si] - acc) <= 1e-4
+
+
+def test_group_inputs_equal_per_arm_inputs() -> None:
+    """The broadcast builder equals each arm's own inputs (channel-sum, mean fill, mask view)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(50, 3, 4, 4, generator=g)
+    pos = {"a": rank_positions(torch.randn(50, 3, 4, 4, generator=g), by="channel-sum", seed=0),
+           "b": rank_positions(torch.randn(50, 3, 4, 4, generator=g), by="channel-sum", seed=1)}
+    arms = [Arm("a", "top", 3), Arm("a", "top", 16), Arm("a", "bottom", 5), Arm("b", "top", 0),
+            Arm("b", "bottom", 7, "mask"), Arm("a", "top", 2, "mask")]
+    mean = x.mean((0, 2, 3))
+    build = GroupInputs(arms, x, pos, "mean", mean)
+    rows = torch.stack([torch.randperm(50, generator=g)[:9] for _ in arms])
+    for r in (rows, rows[:1]):
+        got = build(r)
+        for m, arm in enumerate(arms):
+            rr = r[m if len(r) > 1 else 0]
+            want = apply_inputs(_inputs(arm, pos[arm.ranking], "mean", mean), x)[rr]
+            assert torch.equal(got[m], want)
+
+
+def test_roar_and_kar_are_the_two_sides(blocks, one_thread) -> None:
+    """With zero fill, KAR(k) is DiffROAR's top-k and ROAR(1 − k) its bottom-k, model for model."""
+    train, test = blocks
+    maps = _oracle(train, test)
+    common = {"attributions": maps, "spec": BLOCK_SPEC, "recipe": BLOCK_RECIPE, "seeds": 1,
+              "random": False, "quiet": True}
+    diff = evaluation.diffroar(None, train, test, levels=[0.1, 0.3], **common)
+    kar = evaluation.kar(None, train, test, levels=[0.1, 0.3], fill="zero", **common)
+    roar = evaluation.roar(None, train, test, levels=[0.7, 0.9], fill="zero", **common)
+    assert kar.accuracy["attribution"].values == diff.attribution.top.values
+    assert roar.accuracy["attribution"].values[::-1] == diff.attribution.bottom.values
+    assert roar.higher_is_better is False and kar.higher_is_better is True
+    assert roar.to_dict()["protocol"] == "roar" and kar.to_dict()["levels"] == [0.1, 0.3]
+    assert roar.accuracy["attribution"].mean[1] < 0.6  # removing the top 90% removes the signal
+
+
+def test_method_path_and_run_directory(blocks, tmp_path, one_thread) -> None:
+    """method='grad' computes the maps from the audited model (eval mode); a run directory
+    supplies model, spec and recipe; both equal passing the maps directly."""
+    from gradaudit import attribution
+
+    train, test = blocks
+    model = BLOCK_SPEC.build(0)
+    fit(model, train, BLOCK_RECIPE, out=tmp_path / "run", spec=BLOCK_SPEC.model_dump(mode="json"), quiet=True)
+    model.train()
+    grads = [p.grad.clone() for p in model.parameters()]
+    common = {"levels": [0.1], "seeds": 1, "random": False, "quiet": True}
+    by_method = evaluation.diffroar(model, train, test, method="grad", spec=BLOCK_SPEC,
+                                    recipe=BLOCK_RECIPE, target="predicted", **common)
+    from_dir = evaluation.diffroar(tmp_path / "run", train, test, method="grad", target="predicted", **common)
+    maps = (attribution.attribute("grad", model, train.x, "predicted", seed=0),
+            attribution.attribute("grad", model, test.x, "predicted", seed=0))
+    given = evaluation.diffroar(None, train, test, attributions=maps, spec=BLOCK_SPEC, recipe=BLOCK_RECIPE,
+                                target="predicted", **common)
+    assert by_method.attribution == from_dir.attribution == given.attribution
+    assert by_method.config["method"] == "grad" and by_method.config["target"] == "predicted"
+    assert by_method.config["rank_sha256"] == given.config["rank_sha256"]
+    assert model.training  # the audited model is left as found: mode and .grad
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads, strict=True))
+
+
+@pytest.mark.slow
+def test_random_attribution_is_zero_and_its_mask_is_chance(mnist_train, mnist_test, one_thread) -> None:
+    """On MNIST, the DiffROAR of seeded random attributions (a fresh one per retrain seed, as
+    the built-in control draws them) is within ±0.02 of 0 at every level, exactly 0 at k = 1
+    (identical data and seeds), and models trained on the keep-masks alone are at chance."""
+    train, test = mnist_train.subset(slice(0, 5000)), mnist_test
+    spec = ModelSpec(name="mlp", input_shape=train.input_shape, num_classes=10, options={"hidden": [64]})
+    recipe = Recipe(epochs=3, batch_size=128, lr=0.1, momentum=0.9, schedule="onecycle")
+    runs = []
+    for seed in range(3):
+        g = torch.Generator().manual_seed(1000 + seed)
+        maps = (torch.randn(train.x.shape, generator=g), torch.randn(test.x.shape, generator=g))
+        runs.append(evaluation.diffroar(None, train, test, attributions=maps, spec=spec, recipe=recipe,
+                                        seeds=1, seed=seed, random=False, mask_only=seed == 0, quiet=True))
+    assert runs[0].levels == evaluation.LEVELS
+    diffs = [sum(r.attribution.diffroar.mean[i] for r in runs) / 3 for i in range(len(evaluation.LEVELS))]
+    assert all(abs(v) <= 0.02 for v in diffs)
+    assert all(r.attribution.diffroar.values[-1] == (0.0,) for r in runs)
+    assert runs[0].attribution.top.mean[0] < runs[0].attribution.top.mean[-1] - 0.3  # masking bites
+    mask = runs[0].mask_only["attribution"]
+    assert all(v < 0.15 for v in mask.top.mean + mask.bottom.mean)
+    alone = spec.build(0)  # k = 1 is plain training: equal to fit on the unmasked data
+    fit(alone, train, recipe.model_copy(update={"seed": 0}), quiet=True)
+    assert abs(runs[0].attribution.top.values[-1][0] - accuracy(alone, test.x, test.y)) <= 1e-4
