@@ -121,3 +121,15 @@ def test_bad_inputs_raise(args: dict, match: str, error: type) -> None:
 def test_empty_null_block_raises() -> None:
     with pytest.raises(ParameterError, match="empty for some image"):
         leakage(torch.rand(2, 1, 4, 4), torch.zeros(2, 1, 4, 4, dtype=torch.bool), ks=(50,))
+
+
+def test_blockmnist_masks_from_the_data_set(mnist_root) -> None:
+    from gradaudit import data
+
+    test = data.load("blockmnist", "test", root=mnist_root, seed=0).subset(slice(0, 300))
+    null, signal = test.per_image["null_mask"], test.per_image["signal_mask"]
+    on_signal = leakage((test.x + 1) * signal, null, signal)  # every signal pixel nonzero
+    on_null = leakage((test.x + 1) * null, null, signal)
+    assert on_signal.topk_null_mean == (0.0,) * 7 and on_signal.mass_null_mean == 0.0
+    assert on_null.topk_null_mean == (1.0,) * 7 and on_null.mass_null_mean == 1.0
+    assert on_signal.null_area_share == 0.5

@@ -77,6 +77,7 @@ def test_nli_larger_image_with_big_holes_equals_exact_solve() -> None:
     assert (linear_imputation(x, keep).double() - _exact_batch(x, keep)).abs().max() < 1e-5
 
 
+@pytest.mark.slow  # importing quantus takes seconds
 def test_nli_equals_quantus_noisy_linear_imputation(batch) -> None:
     perturb = pytest.importorskip("quantus.functions.perturb_func")
     x, keep = batch

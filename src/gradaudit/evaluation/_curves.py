@@ -155,6 +155,7 @@ def model_device(model: nn.Module, device: str | torch.device | None) -> torch.d
 
 def target_stats(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image: whether argmax equals ``target``, and the softmax probability of ``target``."""
+    target = target.long()
     prob = torch.softmax(logits.double(), dim=1).gather(1, target.view(-1, 1)).squeeze(1)
     return logits.argmax(1) == target, prob
 

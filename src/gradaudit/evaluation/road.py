@@ -108,7 +108,7 @@ def _validate(x, y, attributions, percentages, order, fill, rank, absolute, nois
     check_bool(absolute, "absolute", caller)
     check_float(noise, "noise", caller, 0.0)
     check_common(seed, batch_size, caller)
-    if fill == "mean" and (mean is None or mean.numel() != x.shape[1]):
+    if fill == "mean" and (not isinstance(mean, torch.Tensor) or mean.numel() != x.shape[1]):
         raise ParameterError(
             f"fill='mean' in road needs 'mean', the per-channel dataset mean of {x.shape[1]} values."
         )
