@@ -258,6 +258,31 @@ def test_regularizer_forwards_leave_batchnorm_running_stats_untouched(name):
     assert all(m.track_running_stats for m in net.modules() if isinstance(m, nn.BatchNorm2d))
 
 
+@pytest.mark.parametrize("name", list(REGULARIZERS))
+def test_reusing_the_training_forward_gives_the_same_loss_gradient_with_one_forward_less(name):
+    # float64: h = (2/σ²)·(f(x+v) − f(x)) amplifies float32 rounding of the summation order
+    # by 2/σ² = 2e4, which would hide the comparison's point.
+    x = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.arange(8) % 4
+    options = {"samples": 2} if name != "gradnorm" else {}
+    grads, stats = [], []
+    for reuse in (False, True):
+        net = _resnet().double().train()
+        xb = x.clone().requires_grad_(reuse)
+        logits = net(xb)  # the training forward: the only one that records BN statistics
+        reg = regularization(name, net, xb, y, options, torch.Generator().manual_seed(0),
+                             logits=logits if reuse else None)
+        loss = F.cross_entropy(logits, y) + 0.1 * reg
+        grads.append(torch.autograd.grad(loss, list(net.parameters())))
+        stats.append(_bn_stats(net))
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+    assert all(torch.allclose(stats[0][k], stats[1][k], rtol=1e-12) for k in stats[0])
+    with pytest.raises(ParameterError, match="requires_grad=True"):
+        net = _resnet().double()
+        regularization(name, net, x, y, options, logits=net(x))
+
+
 def test_frozen_bn_stats_normalises_with_batch_statistics_in_train_mode():
     net = _resnet().train()
     x = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(0))

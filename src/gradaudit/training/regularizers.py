@@ -115,18 +115,41 @@ def _target_logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.
     return model(x).gather(1, y.view(-1, 1)).squeeze(1)
 
 
+def _reused_target_logits(x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    if not x.requires_grad or logits.dim() != 2 or logits.shape[0] != x.shape[0]:
+        raise ParameterError(
+            "The 'logits' argument of the regularizers must be model(x) of shape (N, C), computed "
+            f"from an x with requires_grad=True. Got shape {tuple(logits.shape)} and "
+            f"x.requires_grad={x.requires_grad}; pass logits=None to let the regularizer run its "
+            "own forward pass."
+        )
+    return logits.gather(1, y.view(-1, 1)).squeeze(1)
+
+
 def target_logit_gradient(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, create_graph: bool = True
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    create_graph: bool = True,
+    logits: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(f_y(x) per example, ∇ₓ f_y(x)); ``create_graph`` keeps the graph for double backprop.
 
-    Runs inside :func:`frozen_bn_stats`, so BatchNorm running statistics are left as found,
-    and with gradients enabled (also under ``torch.no_grad()``).
+    The forward runs inside :func:`frozen_bn_stats`, so BatchNorm running statistics are
+    left as found, and with gradients enabled (also under ``torch.no_grad()``). ``logits``,
+    the caller's own ``model(x)`` from an ``x`` that requires grad (e.g. the training
+    forward), is reused instead of a second forward pass.
     """
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad(), frozen_bn_stats(model):
-        fy = _target_logits(model, x, y)
-        (grad,) = torch.autograd.grad(fy.sum(), x, create_graph=create_graph)
+    if logits is None:
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad(), frozen_bn_stats(model):
+            fy = _target_logits(model, x, y)
+    else:
+        fy = _reused_target_logits(x, y, logits)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(fy.sum(), x, create_graph=create_graph,
+                                      retain_graph=create_graph or logits is not None)
     return fy, grad
 
 
@@ -157,7 +180,8 @@ def hessian_trace_estimate(
     Dropping ∇fᵀv keeps its variance: one plain sample has variance 4‖∇f‖²/σ² + 2‖H‖²_F
     (plus O(σ²) bias terms), so at σ = 0.01 the estimate is dominated by the gradient unless
     S is huge or x is near a stationary point of f_y. The antithetic form removes the
-    4‖∇f‖²/σ² part.
+    4‖∇f‖²/σ² part. The factor 2/σ² also amplifies float32 rounding of the logits (≈ 1e-7
+    relative): by 2e4 at σ = 0.01, and 2e6 at the code's anti-score σ = 0.001.
 
     Args:
         model: Maps (N, ...) inputs to (N, C) logits.
@@ -190,7 +214,12 @@ def _squared_norm(grad: torch.Tensor) -> torch.Tensor:
 
 
 def gradient_norm(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    logits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Gradient-norm regularizer, by double backprop.
 
@@ -204,11 +233,13 @@ def gradient_norm(
         model: Maps (N, ...) inputs to (N, C) logits.
         x: Inputs (N, ...). y: Labels (N,).
         generator: Unused (the registry passes one to every regularizer).
+        logits: Optional ``model(x)`` of the training forward (x requiring grad), reused to
+            save a forward pass (see :func:`target_logit_gradient`).
 
     Returns:
         Scalar tensor, differentiable w.r.t. the model's parameters.
     """
-    _, grad = target_logit_gradient(model, x, y)
+    _, grad = target_logit_gradient(model, x, y, logits=logits)
     return 0.5 * _squared_norm(grad).mean()
 
 
@@ -222,6 +253,7 @@ def score_matching(
     sigma: float = 0.01,
     tau: float = 1e-3,
     antithetic: bool = False,
+    logits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Regularized score matching of the implicit density p(x|y) ∝ exp f_y(x).
 
@@ -234,12 +266,13 @@ def score_matching(
     Reference code: idiap/rethinking-saliency ``regularizers.py`` (ScoreMatching).
 
     Deviations: see the module docstring (frozen BatchNorm statistics, ``antithetic``).
+    ``logits`` as in :func:`gradient_norm`.
 
     Returns:
         Scalar tensor, differentiable w.r.t. the model's parameters.
     """
-    fy, grad = target_logit_gradient(model, x, y)
-    h = hessian_trace_estimate(model, x, y, samples=samples, sigma=sigma, generator=generator,
+    fy, grad = target_logit_gradient(model, x, y, logits=logits)
+    h = hessian_trace_estimate(model, x.detach(), y, samples=samples, sigma=sigma, generator=generator,
                                antithetic=antithetic, fy=fy)
     return h.mean() + 0.5 * _squared_norm(grad).mean() + tau * h.pow(2).mean()
 
@@ -254,6 +287,7 @@ def anti_score_matching(
     sigma: float = 0.01,
     threshold: float = 1000.0,
     antithetic: bool = False,
+    logits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Anti-score matching: pushes the Hessian trace up, capped at ``threshold``.
 
@@ -264,12 +298,14 @@ def anti_score_matching(
     Reference code: idiap/rethinking-saliency ``regularizers.py`` (AntiScoreMatching).
 
     Deviations: see the module docstring (frozen BatchNorm statistics, ``antithetic``).
+    ``logits`` as in :func:`gradient_norm`.
 
     Returns:
         Scalar tensor, differentiable w.r.t. the model's parameters.
     """
-    h = hessian_trace_estimate(model, x, y, samples=samples, sigma=sigma, generator=generator,
-                               antithetic=antithetic)
+    fy = None if logits is None else _reused_target_logits(x, y, logits)
+    h = hessian_trace_estimate(model, x.detach(), y, samples=samples, sigma=sigma,
+                               generator=generator, antithetic=antithetic, fy=fy)
     return -torch.clamp(h, max=threshold).mean()
 
 
@@ -345,12 +381,16 @@ def regularization(
     y: torch.Tensor,
     options: dict[str, Any],
     generator: torch.Generator | None = None,
+    *,
+    logits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The value of regularizer ``name`` on a batch (to be multiplied by λ).
 
     Options not given take their ``PAPER_DEFAULTS`` values. BatchNorm running statistics are
     left as found. ``generator`` (on ``x.device``) drives the noise; None seeds a fresh one
-    with 0 (only for one-off calls: a training loop must pass its own).
+    with 0 (only for one-off calls: a training loop must pass its own). ``logits``: the
+    training forward's ``model(x)``, computed from an ``x`` with ``requires_grad=True``;
+    reusing it saves one forward pass per step.
 
     Raises:
         ParameterError: see :func:`check_smooth_model`.
@@ -358,4 +398,5 @@ def regularization(
     check_smooth_model(name, model)
     if generator is None:
         generator = torch.Generator(device=x.device).manual_seed(0)
-    return REGULARIZERS[name](model, x, y, generator=generator, **regularizer_options(name, options))
+    return REGULARIZERS[name](model, x, y, generator=generator, logits=logits,
+                              **regularizer_options(name, options))
