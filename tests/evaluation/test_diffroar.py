@@ -91,21 +91,23 @@ def test_stacked_equals_one_at_a_time(blocks, one_thread) -> None:
 
 
 def test_group_inputs_equal_per_arm_inputs() -> None:
-    """The broadcast builder equals each arm's own inputs (channel-sum, mean fill, mask view)."""
+    """The broadcast builder equals each member's own inputs (channel-sum, mean fill, mask
+    view, members of different rankings and seeds)."""
     g = torch.Generator().manual_seed(0)
     x = torch.rand(50, 3, 4, 4, generator=g)
-    pos = {"a": rank_positions(torch.randn(50, 3, 4, 4, generator=g), by="channel-sum", seed=0),
-           "b": rank_positions(torch.randn(50, 3, 4, 4, generator=g), by="channel-sum", seed=1)}
+    pa, pb = (rank_positions(torch.randn(50, 3, 4, 4, generator=g), by="channel-sum", seed=i) for i in range(2))
     arms = [Arm("a", "top", 3), Arm("a", "top", 16), Arm("a", "bottom", 5), Arm("b", "top", 0),
-            Arm("b", "bottom", 7, "mask"), Arm("a", "top", 2, "mask")]
+            Arm("b", "bottom", 7, "mask"), Arm("a", "top", 2, "mask"), Arm("a", "top", 4)]
+    positions = [pa, pa, pa, pb, pb, pa, pb]  # the last one: ranking "a" of another seed
     mean = x.mean((0, 2, 3))
-    build = GroupInputs(arms, x, pos, "mean", mean)
+    build = GroupInputs(arms, positions, x, "mean", mean)
     rows = torch.stack([torch.randperm(50, generator=g)[:9] for _ in arms])
+    rows[1] = rows[0]
     for r in (rows, rows[:1]):
         got = build(r)
-        for m, arm in enumerate(arms):
+        for m, (arm, pos) in enumerate(zip(arms, positions, strict=True)):
             rr = r[m if len(r) > 1 else 0]
-            want = apply_inputs(_inputs(arm, pos[arm.ranking], "mean", mean), x)[rr]
+            want = apply_inputs(_inputs(arm, pos, "mean", mean), x)[rr]
             assert torch.equal(got[m], want)
 
 

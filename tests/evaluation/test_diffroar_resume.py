@@ -40,7 +40,7 @@ SCRIPT = textwrap.dedent("""
     if __name__ == "__main__":
         run(sys.argv[1])
 """)
-GROUPS = 9  # 3 seeds × 9 distinct arms (k = 1 is shared by both sides) in stacks of 3
+GROUPS = 9  # 3 seeds × 9 distinct arms (k = 1 is shared by both sides), in stacks of 3
 
 
 def _load_script(path: Path):

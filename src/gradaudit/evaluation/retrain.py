@@ -146,32 +146,34 @@ def _inputs(arm: Arm, positions: torch.Tensor, fill: str, mean: torch.Tensor | N
 
 
 class GroupInputs:
-    """The inputs of all arms of a group for given rows, built block by block.
+    """The inputs of all members of a group for given rows, built block by block.
 
-    Arms of one (ranking, side, view) form a block whose keep-masks come from one broadcast
-    comparison of the rows' rank positions with the block's counts. ``self(rows)`` with
-    ``rows`` (M, B), or (1, B) shared by all arms, equals stacking each arm's
+    Member i keeps ``arms[i]`` of ``positions[i]`` (rank positions of its ranking, for its
+    seed). Consecutive members with the same positions, side and view form a block whose
+    keep-masks come from one broadcast comparison with the block's counts. ``self(rows)``,
+    ``rows`` (M, B) (or (1, B), shared by all), equals stacking each member's
     :func:`_inputs` on its rows, bitwise (comparisons and fills are exact).
     """
 
-    def __init__(self, arms: Sequence[Arm], x: torch.Tensor, positions: Mapping[str, torch.Tensor],
+    def __init__(self, arms: Sequence[Arm], positions: Sequence[torch.Tensor], x: torch.Tensor,
                  fill: str, mean: torch.Tensor | None) -> None:
-        self.x, self.positions, self.fill, self.mean = x, positions, fill, mean
-        self.blocks: list[tuple[slice, Arm, torch.Tensor]] = []
+        self.x, self.fill, self.mean = x, fill, mean
+        self.blocks: list[tuple[slice, Arm, torch.Tensor, torch.Tensor]] = []
         start = 0
         for i in range(1, len(arms) + 1):
-            if i == len(arms) or (arms[i].ranking, arms[i].side, arms[i].view) != (
-                    arms[start].ranking, arms[start].side, arms[start].view):
+            if i == len(arms) or positions[i] is not positions[start] or (arms[i].side, arms[i].view) != (
+                    arms[start].side, arms[start].view):
                 counts = torch.tensor([a.count for a in arms[start:i]])
-                self.blocks.append((slice(start, i), arms[start], counts))
+                self.blocks.append((slice(start, i), arms[start], positions[start], counts))
                 start = i
 
     def __call__(self, rows: torch.Tensor) -> torch.Tensor:
-        shared = bool((rows == rows[:1]).all())
         parts = []
-        for sl, arm, counts in self.blocks:
-            index = rows[:1] if shared else rows[sl]
-            pos = self.positions[arm.ranking][index]
+        for sl, arm, positions, counts in self.blocks:
+            index = rows[sl] if len(rows) > 1 else rows
+            if len(index) > 1 and bool((index == index[:1]).all()):
+                index = index[:1]
+            pos = positions[index]
             c = counts.view(-1, *([1] * (pos.dim() - 1)))
             keep = pos < c if arm.side == "top" else pos >= pos[0, 0].numel() - c
             shape = (len(counts), *index.shape[1:], *self.x.shape[1:])
@@ -217,17 +219,13 @@ class Retrainer:
     device: str | torch.device
     quiet: bool
 
-    def _groups(self, arms: Sequence[Arm], seeds: Sequence[int]) -> list[tuple[str, int, list[Arm]]]:
-        d = {name: r.d for name, r in self.rankings.items()}
-        out = []
-        for seed in seeds:
-            unique: dict[str, Arm] = {}
-            for arm in arms:
-                unique.setdefault(arm.key(d[arm.ranking]), arm)
-            ordered = sorted(unique.values(), key=lambda a: (a.view, a.ranking, a.side, a.count))
-            for j, part in enumerate(_chunks(ordered, self.max_stack)):
-                out.append((f"seed{seed}-part{j}", seed, part))
-        return out
+    def _groups(self, arms: Sequence[Arm], seeds: Sequence[int]) -> list[tuple[str, list[tuple[int, Arm]]]]:
+        unique: dict[str, Arm] = {}
+        for arm in arms:
+            unique.setdefault(arm.key(self.rankings[arm.ranking].d), arm)
+        ordered = sorted(unique.values(), key=lambda a: (a.view, a.ranking, a.side, a.count))
+        jobs = [(seed, arm) for seed in seeds for arm in ordered]
+        return [(f"group{j:03d}", part) for j, part in enumerate(_chunks(jobs, self.max_stack))]
 
     def run(self, arms: Sequence[Arm], seeds: Sequence[int], config: Mapping[str, Any],
             out: str | os.PathLike[str] | None) -> dict[tuple[Arm, int], float]:
@@ -238,31 +236,30 @@ class Retrainer:
         mean = self.train.x.mean((0, 2, 3)) if self.fill == "mean" else None
         with progress(self.quiet) as bar:
             task = bar.add_task("retrain groups", total=len(groups))
-            for name, seed, part in groups:
+            for name, part in groups:
                 found = store.load(name)
                 if found is None:
-                    found = self._train_group(part, seed, mean, bar)
+                    found = self._train_group(part, mean, bar)
                     store.save(name, found)
                 for member in found["members"]:
-                    done[(member["key"], seed)] = member["accuracy"]
+                    done[(member["key"], member["seed"])] = member["accuracy"]
                 bar.advance(task)
-        d = {n: r.d for n, r in self.rankings.items()}
-        return {(arm, s): done[(arm.key(d[arm.ranking]), s)] for arm in arms for s in seeds}
+        return {(arm, s): done[(arm.key(self.rankings[arm.ranking].d), s)] for arm in arms for s in seeds}
 
-    def _train_group(self, part: list[Arm], seed: int, mean: torch.Tensor | None, bar: Any) -> dict[str, Any]:
-        used = {a.ranking for a in part}
-        positions = {n: r.at(seed) for n, r in self.rankings.items() if n in used}
-        train_pos = {n: p[0] for n, p in positions.items()}
-        members = [Member(seed, seed, _inputs(a, train_pos[a.ranking], self.fill, mean)) for a in part]
+    def _train_group(self, part: list[tuple[int, Arm]], mean: torch.Tensor | None, bar: Any) -> dict[str, Any]:
+        cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        positions = [cache.setdefault((a.ranking, s), self.rankings[a.ranking].at(s)) for s, a in part]
+        arms = [a for _, a in part]
+        members = [Member(s, s, _inputs(a, p[0], self.fill, mean)) for (s, a), p in zip(part, positions, strict=True)]
         fitted = fit_stacked(self.spec, self.train, self.recipe, members, engine=self.engine,
-                             batch_inputs=GroupInputs(part, self.train.x, train_pos, self.fill, mean),
+                             batch_inputs=GroupInputs(arms, [p[0] for p in positions], self.train.x, self.fill, mean),
                              device=self.device, bar=bar)
-        test = GroupInputs(part, self.test.x, {n: p[1] for n, p in positions.items()}, self.fill, mean)
+        test = GroupInputs(arms, [p[1] for p in positions], self.test.x, self.fill, mean)
         accs = _accuracies(fitted.models, test, self.test.y, self.device)
-        rows = [{"key": arm.key(self.rankings[arm.ranking].d), "accuracy": acc,
-                 **_last_epoch(fitted, i)} for i, (arm, acc) in enumerate(zip(part, accs, strict=True))]
-        return {"seed": seed, "init_seed": seed, "data_seed": seed, "engine": fitted.engine,
-                "seconds": fitted.seconds, "flops": fitted.flops, "members": rows}
+        rows = [{"key": a.key(self.rankings[a.ranking].d), "seed": s, "init_seed": s, "data_seed": s,
+                 "accuracy": acc, **_last_epoch(fitted, i)}
+                for i, ((s, a), acc) in enumerate(zip(part, accs, strict=True))]
+        return {"engine": fitted.engine, "seconds": fitted.seconds, "flops": fitted.flops, "members": rows}
 
 
 @torch.no_grad()
