@@ -110,6 +110,20 @@ def test_batch_equals_per_example(method, net_name, nets, batch, fitted):
     torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6 * float(together.abs().max()))
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("method", list(METHODS))
+def test_cuda_equals_cpu(method, nets, batch, fitted):
+    """Draws come from a CPU generator, so a CUDA run sees the same numbers as a CPU run."""
+    x, y, _ = batch
+    opts = _options(method, "cnn", fitted)
+    on_gpu = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in opts.items()}
+    a = attribution.attribute(method, copy.deepcopy(nets["cnn"]).cuda(), x.cuda(), y.cuda(), seed=3, **on_gpu)
+    assert a.device.type == "cuda" and a.shape == x.shape
+    cpu = attribution.attribute(method, nets["cnn"], x, y, seed=3, **opts)
+    torch.testing.assert_close(a.cpu(), cpu, rtol=1e-4, atol=1e-5 * float(cpu.abs().max()))
+
+
 def test_random_is_independent_per_image(nets, batch):
     x, y, _ = batch
     a = attribution.attribute("random", nets["mlp"], x, y, seed=4)

@@ -182,3 +182,31 @@ def test_output_options(trained, mnist_slice):
     torch.testing.assert_close(attribution.attribute("grad", net, x, y, output="prob"), expected, rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(attribution.attribute("grad", net, x, y, output="loss"),
                                attribution.attribute("loss-grad", net, x, y))
+
+
+class _Opaque(nn.Module):
+    """The same network behind a custom forward: no affine head can be split off."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@pytest.mark.parametrize("net_name", ["mlp", "cnn", "normalized"])
+def test_factored_first_layer_equals_the_plain_computation(trained, mnist_slice, net_name):
+    """IG and SmoothGrad factor the affine first layer out (_paths.py); an opaque wrapper of
+    the same network takes the plain route, and both must agree."""
+    from gradaudit.attribution._paths import affine_split
+    from gradaudit.models import Normalize
+
+    net = nn.Sequential(Normalize([0.13], [0.31]), trained["mlp"]) if net_name == "normalized" else trained[net_name]
+    assert affine_split(net) is not None and affine_split(_Opaque(net)) is None
+    x, y = mnist_slice.x[:5], mnist_slice.y[:5]
+    for method, opts in [("ig", {"n_steps": 12, "baseline": "uniform"}), ("smoothgrad", {"n_samples": 6}),
+                         ("sg-ig", {"n_samples": 2, "n_steps": 4})]:
+        fused = attribution.attribute(method, net, x, y, max_batch=7, **opts)
+        plain = attribution.attribute(method, _Opaque(net), x, y, max_batch=7, **opts)
+        torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-5 * float(plain.abs().max()))

@@ -1,7 +1,8 @@
 """Shared machinery of the attribution methods: objectives, the batched input gradient,
 memory chunks and seeded draws.
 
-Every gradient method is built on a *gradient function* ``grad_fn(z, t)``: for a batch of
+Every gradient method is built on a *gradient function* ``grad_fn(z, t)`` (the plain one is
+:class:`~._paths.ModelGradient`): for a batch of
 rows ``z`` (R, ...) and their classes ``t`` (R,), it returns d objective(f(z)_t) / dz, one row
 per input row. Because the model is in eval mode, rows do not interact, so the gradient of
 the summed objective is the per-row gradient. Methods only decide *where* to evaluate it
@@ -16,7 +17,6 @@ from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 __all__ = [
     "DEFAULT_MEMORY_MB",
@@ -27,7 +27,6 @@ __all__ = [
     "derive_seed",
     "draw_generator",
     "grid_chunks",
-    "model_gradient",
     "rows_for_budget",
 ]
 
@@ -60,23 +59,6 @@ OBJECTIVES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "prob": _prob,
     "loss": _loss,
 }
-
-
-def model_gradient(model: nn.Module, output: str = "logit") -> GradFn:
-    """The plain input gradient of ``OBJECTIVES[output]`` through ``model``.
-
-    Only the input's gradient is computed (``torch.autograd.grad`` w.r.t. the rows), so the
-    parameters' ``.grad`` fields are never touched.
-    """
-    objective = OBJECTIVES[output]
-
-    def grad_fn(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        z = z.detach().requires_grad_(True)
-        with torch.enable_grad():
-            (g,) = torch.autograd.grad(objective(model(z), t).sum(), z)
-        return g
-
-    return grad_fn
 
 
 def rows_for_budget(row_bytes: int, memory_mb: float | None, device: torch.device) -> int:

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from ._core import GradFn, grid_chunks, model_gradient
+from ._core import GradFn, grid_chunks
+from ._paths import ModelGradient
 
 __all__ = [
     "gradient",
@@ -69,7 +70,7 @@ def gradient(
     Returns:
         Attributions shaped like ``x``.
     """
-    return map_rows(model_gradient(model, output), x, target, max_batch)
+    return map_rows(ModelGradient(model, output), x, target, max_batch)
 
 
 def loss_gradient(
@@ -96,7 +97,7 @@ def loss_gradient(
     Returns:
         Attributions shaped like ``x``.
     """
-    return map_rows(model_gradient(model, "loss"), x, target, max_batch)
+    return map_rows(ModelGradient(model, "loss"), x, target, max_batch)
 
 
 def gradient_times_input(
@@ -192,7 +193,7 @@ def guided_backprop(
         Attributions shaped like ``x``.
     """
     with guided_relus(model):
-        return map_rows(model_gradient(model, output), x, target, max_batch)
+        return map_rows(ModelGradient(model, output), x, target, max_batch)
 
 
 def has_relu(model: nn.Module) -> tuple[bool, str]:

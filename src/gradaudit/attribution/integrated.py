@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..training import eval_mode
-from ._core import OBJECTIVES, GradFn, draw_generator, grid_chunks, model_gradient
+from ._core import OBJECTIVES, GradFn, draw_generator, grid_chunks
+from ._paths import ModelGradient, weighted_gradient_sum
 
 __all__ = [
     "BASELINES",
@@ -109,28 +110,6 @@ def make_baseline(
     return _gaussian_blur(x, blur_sigma)
 
 
-def path_gradient_sum(
-    grad_fn: GradFn,
-    x: torch.Tensor,
-    base: torch.Tensor,
-    target: torch.Tensor,
-    alphas: torch.Tensor,
-    weights: torch.Tensor,
-    max_batch: int,
-) -> torch.Tensor:
-    """Σ_k w_k ∇f(x' + α_k (x − x')) per row, all path points of a chunk in one pass."""
-    total = torch.zeros_like(x)
-    tail = (1,) * (x.dim() - 1)
-    for items, steps in grid_chunks(len(x), len(alphas), max_batch):
-        xi, bi = x[items], base[items]
-        a = alphas[steps].view(-1, 1, *tail)
-        points = bi + a * (xi - bi)  # (k, m, ...): step-major, as Captum
-        k, m = points.shape[:2]
-        g = grad_fn(points.reshape(k * m, *x.shape[1:]), target[items].repeat(k))
-        total[items] += torch.tensordot(weights[steps], g.view(k, -1), dims=1).view_as(xi)
-    return total
-
-
 def integrate(
     grad_fn: GradFn,
     x: torch.Tensor,
@@ -142,7 +121,9 @@ def integrate(
 ) -> torch.Tensor:
     """(x − x') ⊙ ∫₀¹ ∇f(x' + α(x − x')) dα by ``rule`` with ``n_steps`` nodes."""
     alphas, weights = quadrature(rule, n_steps, x)
-    return (x - base) * path_gradient_sum(grad_fn, x, base, target, alphas, weights, max_batch)
+    coef = alphas.unsqueeze(1).expand(n_steps, len(x))
+    diff = x - base
+    return diff * weighted_gradient_sum(grad_fn, base, diff, coef, weights, target, max_batch)
 
 
 def integrated_gradients(
@@ -201,7 +182,7 @@ def integrated_gradients(
         Attributions shaped like ``x``.
     """
     base = make_baseline(baseline, x, data_mean=data_mean, bounds=bounds, blur_sigma=blur_sigma, seed=seed)
-    return integrate(model_gradient(model, output), x, base, target, n_steps, rule, max_batch)
+    return integrate(ModelGradient(model, output), x, base, target, n_steps, rule, max_batch)
 
 
 def expected_gradients(
@@ -250,7 +231,7 @@ def expected_gradients(
     index = torch.randint(len(references), (n_samples,), generator=gen)
     alphas = torch.rand(n_samples, generator=gen, dtype=torch.float64).to(x)
     refs = references[index.to(references.device)].to(x)
-    grad_fn = model_gradient(model, output)
+    grad_fn = ModelGradient(model, output)
     total = torch.zeros_like(x)
     tail = (1,) * (x.dim() - 1)
     for items, samples in grid_chunks(len(x), n_samples, max_batch):

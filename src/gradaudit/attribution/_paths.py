@@ -1,0 +1,149 @@
+"""Weighted sums of input gradients along lines, with the model's affine first layer factored out.
+
+IG and SmoothGrad both need, per input i, S_i = Σ_k w_k ∇f(P_i + c_ki D), where D is one
+direction per input (IG: x_i − x'_i) or one per sample, shared by all inputs (SmoothGrad's
+noise ε_k). When the model is a plain ``nn.Sequential`` whose first weighted layer is affine
+(Flatten / Normalize / Identity, then Linear or Conv2d), with head A and the rest T:
+
+    A(P + c D) = A(P) + c (A(D) − A(0))         (affine: computed once per P and per D)
+    Σ_k w_k ∇_z f = Aᵀ (Σ_k w_k ∇_h T)           (one backward through A per input, not per k)
+
+so the first layer runs once per input and once per direction instead of once per point, in
+both passes. The result equals the plain computation up to float rounding; for the MNIST MLP
+it is ~3× faster, for the CNN ~10%. Other models take the plain route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..models import Normalize
+from ._core import OBJECTIVES, GradFn, grid_chunks
+
+__all__ = ["ModelGradient", "affine_split", "weighted_gradient_sum"]
+
+_LEADING = (nn.Flatten, nn.Identity, Normalize)
+_AFFINE = (nn.Linear, nn.Conv2d)
+
+
+def _plain_leaves(module: nn.Module) -> list[nn.Module] | None:
+    """Leaves of a nested nn.Sequential whose forward is nn.Sequential's own, else None."""
+    if not isinstance(module, nn.Sequential):
+        return [module]
+    if type(module).forward is not nn.Sequential.forward or module._forward_hooks or module._forward_pre_hooks:
+        return None
+    leaves: list[nn.Module] = []
+    for child in module.children():
+        sub = _plain_leaves(child)
+        if sub is None:
+            return None
+        leaves += sub
+    return leaves
+
+
+def affine_split(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]] | None:
+    """(head, tail) layer lists if ``model`` is a plain Sequential whose layers up to the first
+    Linear/Conv2d are affine; else None."""
+    if not isinstance(model, nn.Sequential):
+        return None
+    leaves = _plain_leaves(model)
+    if leaves is None:
+        return None
+    for i, m in enumerate(leaves):
+        if isinstance(m, _AFFINE):
+            return leaves[: i + 1], leaves[i + 1 :]
+        if not isinstance(m, _LEADING):
+            return None
+    return None
+
+
+def _run(layers: list[nn.Module], h: torch.Tensor) -> torch.Tensor:
+    for m in layers:
+        h = m(h)
+    return h
+
+
+class ModelGradient:
+    """The plain input gradient of ``OBJECTIVES[output]`` through ``model`` (``grad_fn(z, t)``),
+    which also knows the model's affine head for :func:`weighted_gradient_sum`."""
+
+    def __init__(self, model: nn.Module, output: str = "logit") -> None:
+        self.model, self.objective = model, OBJECTIVES[output]
+        self.split = affine_split(model)
+
+    def __call__(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        z = z.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(self.objective(self.model(z), t).sum(), z)
+        return g
+
+    def tail_gradient(self, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """d objective / d h for first-layer outputs h."""
+        h = h.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(self.objective(_run(self.split[1], h), t).sum(), h)
+        return g
+
+    def head(self, z: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return _run(self.split[0], z)
+
+    def head_transpose(self, s: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Aᵀ s: the head's (constant) Jacobian transposed, applied to s, shaped like ``like``."""
+        z = torch.zeros_like(like).requires_grad_(True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(_run(self.split[0], z), z, grad_outputs=s)
+        return g
+
+
+def _plain_sum(grad_fn: GradFn, points: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    k, m = points.shape[:2]
+    g = grad_fn(points.reshape(k * m, *points.shape[2:]), t.repeat(k))
+    return torch.tensordot(w, g.view(k, -1), dims=1).view(points.shape[1:])
+
+
+def weighted_gradient_sum(
+    grad_fn: GradFn | Callable[..., torch.Tensor],
+    origin: torch.Tensor,
+    direction: torch.Tensor,
+    coef: torch.Tensor,
+    weights: torch.Tensor,
+    target: torch.Tensor,
+    max_batch: int,
+    *,
+    per_sample: bool = False,
+) -> torch.Tensor:
+    """S_i = Σ_k w_k ∇f(origin_i + coef[k, i] · direction), chunked to ≤ max_batch points.
+
+    Args:
+        grad_fn: A gradient function; a :class:`ModelGradient` of a model with an affine
+            head takes the factored route.
+        origin: (N, ...) points P_i.
+        direction: (N, ...) one direction per input, or (K, ...) one per k if ``per_sample``.
+        coef: (K, N) coefficients c_ki.
+        weights: (K,) weights w_k.
+        target: (N,) classes.
+        max_batch: Points per forward/backward.
+        per_sample: Whether ``direction`` is indexed by k (shared by all inputs).
+    """
+    fused = isinstance(grad_fn, ModelGradient) and grad_fn.split is not None
+    if fused:
+        start = grad_fn.head(origin)
+        step = grad_fn.head(direction) - grad_fn.head(torch.zeros_like(direction[:1]))
+    else:
+        start, step = origin, direction
+    total = torch.zeros_like(origin)
+    for items, steps in grid_chunks(len(origin), len(weights), max_batch):
+        c = coef[steps, items]
+        c = c.view(*c.shape, *(1,) * (start.dim() - 1))
+        d = step[steps].unsqueeze(1) if per_sample else step[items].unsqueeze(0)
+        points = start[items].unsqueeze(0) + c * d  # (k, m, ...)
+        if not fused:
+            total[items] += _plain_sum(grad_fn, points, target[items], weights[steps])
+        else:
+            s = _plain_sum(grad_fn.tail_gradient, points, target[items], weights[steps])
+            total[items] += grad_fn.head_transpose(s, origin[items])
+    return total
