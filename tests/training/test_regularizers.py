@@ -26,6 +26,7 @@ from gradaudit.training.regularizers import (
     frozen_bn_stats,
     gradient_norm,
     hessian_trace_estimate,
+    recipe_fields,
     regularization,
     regularizer_options,
     score_matching,
@@ -226,6 +227,16 @@ def test_options_default_to_the_paper_and_code_values_are_documented():
     assert regularizer_options("anti-score-matching")["threshold"] == 1000.0
     assert [PAPER_DEFAULTS[k]["reg_weight"] for k in REGULARIZERS] == [1e-3, 1e-3, 1e-4]
     assert {CODE_DEFAULTS[k]["reg_weight"] for k in REGULARIZERS} == {1e-5}
+    fields = recipe_fields("anti-score-matching", "code", threshold=500.0)
+    assert fields == {"regularizer": "anti-score-matching", "reg_weight": 1e-5,
+                      "reg_options": {"samples": 1, "sigma": 0.001, "threshold": 500.0,
+                                      "antithetic": False}}
+    assert Recipe(epochs=1, **fields).reg_options["sigma"] == 0.001
+    assert recipe_fields(None) == {"regularizer": None, "reg_weight": 0.0, "reg_options": {}}
+    with pytest.raises(ParameterError, match="Did you mean 'paper'"):
+        recipe_fields("gradnorm", "papr")
+    with pytest.raises(ParameterError, match="'tau'"):
+        recipe_fields("gradnorm", tau=1.0)
     for table in (PAPER_DEFAULTS, CODE_DEFAULTS):
         for name, entry in table.items():
             options = {k: v for k, v in entry.items() if k != "reg_weight"}

@@ -56,6 +56,7 @@ from .._validation import (
 
 __all__ = [
     "CODE_DEFAULTS",
+    "DEFAULTS",
     "PAPER_DEFAULTS",
     "REGULARIZERS",
     "anti_score_matching",
@@ -64,6 +65,7 @@ __all__ = [
     "frozen_bn_stats",
     "gradient_norm",
     "hessian_trace_estimate",
+    "recipe_fields",
     "regularization",
     "regularizer_options",
     "score_matching",
@@ -196,6 +198,8 @@ def hessian_trace_estimate(
     Returns:
         Tensor (N,): h per example, differentiable w.r.t. the model's parameters.
     """
+    check_int(samples, "samples", "hessian_trace_estimate()", 1)
+    check_float(sigma, "sigma", "hessian_trace_estimate()", 0.0, low_open=True)
     with frozen_bn_stats(model):
         if fy is None:
             fy = _target_logits(model, x, y)
@@ -354,6 +358,33 @@ def regularizer_options(name: str, options: dict[str, Any] | None = None) -> dic
     """The options regularizer ``name`` runs with: ``PAPER_DEFAULTS`` updated by ``options``."""
     base = {k: v for k, v in PAPER_DEFAULTS[name].items() if k != "reg_weight"}
     return {**base, **(options or {})}
+
+
+DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {"paper": PAPER_DEFAULTS, "code": CODE_DEFAULTS}
+
+
+def recipe_fields(name: str | None, defaults: str = "paper", **overrides: Any) -> dict[str, Any]:
+    """``Recipe`` fields for regularizer ``name`` with every option spelled out.
+
+    ``Recipe(**base, **recipe_fields("score-matching"))`` trains with the paper's λ, S, σ,
+    τ; ``defaults="code"`` takes the reference code's values instead; ``overrides`` replace
+    single values (``reg_weight=1e-2``, ``sigma=0.05``). Spelling every option out makes the
+    run's recorded recipe independent of later changes to the defaults. ``name=None`` gives
+    the baseline's fields.
+
+    Raises:
+        ParameterError: unknown name, defaults or option (checked as by ``Recipe``).
+    """
+    if name is None:
+        return {"regularizer": None, "reg_weight": 0.0, "reg_options": {}}
+    if defaults not in DEFAULTS:
+        raise ParameterError(unknown_name("defaults", defaults, DEFAULTS, caller="recipe_fields()"))
+    if name not in REGULARIZERS:
+        raise ParameterError(unknown_name("regularizer", name, REGULARIZERS))
+    entry = {**DEFAULTS[defaults][name], **overrides}
+    weight = entry.pop("reg_weight")
+    check_regularizer(name, weight, entry)
+    return {"regularizer": name, "reg_weight": weight, "reg_options": entry}
 
 
 def check_smooth_model(name: str, model: nn.Module) -> None:
