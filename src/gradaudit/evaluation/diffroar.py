@@ -256,7 +256,7 @@ def diffroar(
     mask_only: bool = False,
     out: str | os.PathLike[str] | None = None,
     engine: str = "auto",
-    max_stack: int = 64,
+    max_stack: int = 32,
     device: str | torch.device = "cpu",
     quiet: bool = False,
 ) -> DiffROARResult:
@@ -381,7 +381,7 @@ def roar(
     mask_only: bool = False,
     out: str | os.PathLike[str] | None = None,
     engine: str = "auto",
-    max_stack: int = 64,
+    max_stack: int = 32,
     device: str | torch.device = "cpu",
     quiet: bool = False,
 ) -> RetrainResult:
@@ -433,7 +433,7 @@ def kar(
     mask_only: bool = False,
     out: str | os.PathLike[str] | None = None,
     engine: str = "auto",
-    max_stack: int = 64,
+    max_stack: int = 32,
     device: str | torch.device = "cpu",
     quiet: bool = False,
 ) -> RetrainResult:
