@@ -159,7 +159,10 @@ def integrated_gradients(
     ``riemann_trapezoid`` uses weights 1/n (halved at the ends) on nodes spaced 1/(n−1), so its
     integral is scaled by (n−1)/n; ours uses 1/(n−1). Defaults: 64 steps, Gauss–Legendre (as
     Captum), zero baseline (in the model's input space; PGIG's zero is the ImageNet-mean
-    colour because it works in mean-subtracted space).
+    colour because it works in mean-subtracted space). For a plain ``nn.Sequential`` whose
+    first weighted layer A is Linear (an MLP), A runs once per input instead of once per point
+    (A(x' + α(x − x')) = A(x') + α(A(x) − A(x')), and Σ_k w_k ∇_z f = Aᵀ Σ_k w_k ∇_h f; see
+    ``_paths.py``): the same value up to float rounding, ~3× faster for the MNIST MLP.
 
     Args:
         model: Classifier returning logits (N, K).

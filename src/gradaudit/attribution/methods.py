@@ -42,7 +42,9 @@ def _inputs(data: Any) -> torch.Tensor:
 def _data_mean(model: nn.Module, data: Any, seed: int, batch_size: int) -> dict[str, Any]:
     x = _inputs(data)
     dims = [0, *range(2, x.dim())]
-    return {"data_mean": x.double().mean(dims).to(x.dtype).view(-1, *(1,) * (x.dim() - 2))}
+    total = sum(x[i : i + batch_size].double().sum(dims) for i in range(0, len(x), batch_size))
+    mean = total / (x.numel() / x.shape[1])
+    return {"data_mean": mean.to(x.dtype).view(-1, *(1,) * (x.dim() - 2))}
 
 
 def _references(model: nn.Module, data: Any, seed: int, batch_size: int) -> dict[str, Any]:

@@ -169,7 +169,10 @@ smoothgrad.__doc__ = "SmoothGrad: the input gradient averaged over noisy copies.
     formula="a(x) = (1/n) Σ_k ∇f_t(x + ε_k)",
     source="Smilkov et al., \"SmoothGrad: removing noise by adding noise\", ICML 2017 "
     "workshop, arXiv:1706.03825, eq. (2).",
-    pgig="SmoothGradExplainer", extra="", inner="``output``")
+    pgig="SmoothGradExplainer",
+    extra=" For a plain ``nn.Sequential`` whose first layer A is Linear (an MLP), A(ε_k) is computed once "
+    "per draw and Aᵀ once per input (``_paths.py``): the same value up to float rounding.",
+    inner="``output``")
 
 smoothgrad_squared = smooth(gradient, "mean-square")
 smoothgrad_squared.__name__ = "smoothgrad_squared"
