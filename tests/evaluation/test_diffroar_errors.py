@@ -65,8 +65,7 @@ def no_work(monkeypatch):
         raise AssertionError("work started before the arguments were checked")
 
     monkeypatch.setattr(retrain, "fit_stacked", boom)
-    # the package exports the function diffroar, which shadows the module of the same name
-    monkeypatch.setattr(importlib.import_module("gradaudit.evaluation.diffroar"), "rank_positions", boom)
+    monkeypatch.setattr(importlib.import_module("gradaudit.evaluation.retrain_setup"), "rank_positions", boom)
 
 
 @pytest.mark.parametrize("protocol", ["diffroar", "roar", "kar"])

@@ -316,43 +316,50 @@ def _fit_bmm(nets: list[nn.Module], train: ImageSet, recipe: Recipe, members: Se
     optimizer = make_optimizer(stack.parameters(), recipe)
     rows = [_train_rows(len(train), recipe.val_fraction, m.data_seed) for m in members]
     gens = [torch.Generator().manual_seed(m.data_seed) for m in members]
-    n, size, count = len(rows[0]), recipe.batch_size, len(members)
+    n, size = len(rows[0]), recipe.batch_size
     steps = (n + size - 1) // size
     history: list[dict[str, Any]] = []
-    flops, t_start = 0.0, time.perf_counter()
+    t_start = time.perf_counter()
     epochs = bar.add_task("epochs", total=recipe.epochs)
     for epoch in range(recipe.epochs):
         t0 = time.perf_counter()
         order = [r[torch.randperm(n, generator=g)] for r, g in zip(rows, gens, strict=True)]
-        loss_sum = torch.zeros(count, dtype=torch.float64)
-        correct = torch.zeros(count, dtype=torch.int64)
+        loss_sum = torch.zeros(len(members), dtype=torch.float64)
+        correct = torch.zeros(len(members), dtype=torch.int64)
         task = bar.add_task(f"epoch {epoch + 1}", total=steps)
         for step in range(steps):
             idx = torch.stack([o[step * size : (step + 1) * size] for o in order])
             xb = batch_inputs(idx).to(device)
             if recipe.augment != "none":
                 xb = torch.stack([augment_batch(x, recipe.augment, g) for x, g in zip(xb, gens, strict=True)])
-            yb = train.y[idx].to(device)
-            logits = stack.forward(xb)
-            losses = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none")
-            losses = losses.view(count, -1).mean(1)
-            lr = lr_at(recipe, epoch, step, steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            optimizer.step()
-            loss_sum += losses.detach().double().cpu() * yb.shape[1]
-            correct += (logits.detach().argmax(2) == yb).sum(1).cpu()
-            flops += stack.flops(yb.shape[1])
+            losses, hits = _step(stack, optimizer, xb, train.y[idx].to(device), lr_at(recipe, epoch, step, steps))
+            loss_sum += losses * idx.shape[1]
+            correct += hits
             bar.advance(task)
         bar.remove_task(task)
         bar.advance(epochs)
-        history.append({"epoch": epoch + 1, "lr": lr, "seconds": time.perf_counter() - t0,
+        history.append({"epoch": epoch + 1, "lr": lr_at(recipe, epoch, steps - 1, steps),
+                        "seconds": time.perf_counter() - t0,
                         "train_loss": (loss_sum / n).tolist(), "train_acc": (correct / n).tolist()})
     bar.remove_task(epochs)
     seconds = time.perf_counter() - t_start
     stack.unstack()
     for net in nets:
         net.to(device).eval()
+    flops = stack.flops(n) * recipe.epochs
     return StackedFit(tuple(nets), "bmm", history, seconds, flops)
+
+
+def _step(stack: _Stack, optimizer: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor,
+          lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD/Adam step of every member on its batch (M, B, ...); per-member mean
+    cross-entropy, as ``fit``. Returns the members' losses (float64) and correct counts."""
+    logits = stack.forward(xb)
+    losses = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none")
+    losses = losses.view(len(yb), -1).mean(1)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    losses.sum().backward()
+    optimizer.step()
+    return losses.detach().double().cpu(), (logits.detach().argmax(2) == yb).sum(1).cpu()

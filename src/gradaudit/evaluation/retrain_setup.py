@@ -1,0 +1,208 @@
+"""Arguments, rankings and config of the retraining protocols (DiffROAR, ROAR, KAR).
+
+Everything here runs before any retraining: :func:`check_arguments` validates a call once
+(raising the one clear error), :func:`make_rankings` computes the rank positions (the
+attribution's, from given maps or from ``attribution.attribute`` on the audited model, and
+the random control's, drawn per retrain seed), and :func:`retrain_arms` records the config
+(with digests of the data and rankings) and runs :class:`~.retrain.Retrainer`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._validation import (
+    ParameterError,
+    ParameterTypeError,
+    check_bool,
+    check_choice,
+    check_int,
+    check_shape,
+)
+from ..data.imageset import ImageSet
+from ..masking.fill import FILLS
+from ..masking.ranking import RANK_BY, rank_positions
+from ..models.spec import ModelSpec
+from ..training.ensemble import ENGINES
+from ..training.fit import load_run
+from ..training.recipe import Recipe
+from .retrain import Arm, Ranking, Retrainer, tensor_digest
+
+__all__ = ["RETRAIN_FILLS", "TARGETS", "Setup", "check_arguments", "derive_seed", "make_rankings", "retrain_arms"]
+
+TARGETS = ("label", "predicted")
+RETRAIN_FILLS = ("zero", "mean")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Validated arguments of one protocol call."""
+
+    caller: str
+    model: nn.Module | None
+    spec: ModelSpec
+    recipe: Recipe
+    train: ImageSet
+    test: ImageSet
+    maps: tuple[torch.Tensor, torch.Tensor] | None
+    method: str | None
+    method_options: Mapping[str, Any]
+    target: str
+    levels: tuple[float, ...]
+    seeds: tuple[int, ...]
+    seed: int
+    fill: str
+    rank: str
+    controls: Mapping[str, bool]
+    engine: str
+    max_stack: int
+
+
+def _check_levels(levels: Any, caller: str) -> tuple[float, ...]:
+    msg = f"The 'levels' parameter of {caller} must be distinct fractions in (0, 1]. Got {levels!r}."
+    if isinstance(levels, str | bytes) or not isinstance(levels, Sequence) or not levels:
+        raise ParameterError(msg)
+    for v in levels:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 1:
+            raise ParameterError(msg)
+    if len(set(levels)) != len(levels):
+        raise ParameterError(msg)
+    return tuple(sorted(float(v) for v in levels))
+
+
+def _check_fill(fill: Any, caller: str) -> str:
+    if fill in FILLS and fill not in RETRAIN_FILLS:
+        raise ParameterError(
+            f"fill={fill!r} is not supported for retraining in {caller}: imputing every batch of "
+            "every retrain is too costly. Use fill='zero' or 'mean', or evaluation.road for "
+            "noisy linear imputation without retraining."
+        )
+    return check_choice(fill, "fill", caller, RETRAIN_FILLS)
+
+
+def _check_data(train: Any, test: Any, caller: str) -> None:
+    for name, value in (("train", train), ("test", test)):
+        if not isinstance(value, ImageSet):
+            raise ParameterTypeError(f"The {name!r} argument of {caller} must be a data.ImageSet. Got {type(value).__name__}.")
+    if train.input_shape != test.input_shape:
+        raise ParameterError(f"{caller} needs train and test images of one shape. Got {train.input_shape} and {test.input_shape}.")
+
+
+def _resolve_model(model: Any, spec: Any, recipe: Any, caller: str) -> tuple[nn.Module | None, ModelSpec, Recipe]:
+    if isinstance(model, str | os.PathLike):
+        model, info = load_run(model)
+        spec = spec if spec is not None else ModelSpec(**info["spec"])
+        recipe = recipe if recipe is not None else Recipe(**info["recipe"])
+    if model is not None and not isinstance(model, nn.Module):
+        raise ParameterTypeError(f"The 'model' argument of {caller} must be a torch.nn.Module, a run directory or None. Got {type(model).__name__}.")
+    if not isinstance(spec, ModelSpec):
+        raise ParameterTypeError(f"{caller} needs spec=models.ModelSpec(...) (the audited architecture) unless 'model' is a run directory. Got {type(spec).__name__}.")
+    if not isinstance(recipe, Recipe):
+        raise ParameterTypeError(f"{caller} needs recipe=training.Recipe(...) (the audited model's recipe) unless 'model' is a run directory. Got {type(recipe).__name__}.")
+    return model, spec, recipe.standard()
+
+
+def _check_maps(model: Any, method: Any, attributions: Any, train: ImageSet, test: ImageSet,
+                caller: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    if (method is None) == (attributions is None):
+        raise ParameterError(f"{caller} needs exactly one of method='grad' (computed from 'model') or attributions=(train_maps, test_maps).")
+    if method is not None:
+        from .. import attribution  # a lower layer, imported when used
+
+        attribution.get_method(method)
+        if model is None:
+            raise ParameterError(f"{caller} with method={method!r} needs the audited model (a module or a run directory).")
+        return None
+    if not isinstance(attributions, Sequence) or len(attributions) != 2 or not all(isinstance(a, torch.Tensor) for a in attributions):
+        raise ParameterTypeError(f"The 'attributions' argument of {caller} must be a pair of tensors (train_maps, test_maps).")
+    check_shape(attributions[0].shape, train.x.shape, "attributions[0] (train maps)", caller)
+    check_shape(attributions[1].shape, test.x.shape, "attributions[1] (test maps)", caller)
+    return attributions[0], attributions[1]
+
+
+def check_arguments(caller: str, model: Any, train: Any, test: Any, **kw: Any) -> Setup:
+    _check_data(train, test, caller)
+    model, spec, recipe = _resolve_model(model, kw["spec"], kw["recipe"], caller)
+    if tuple(spec.input_shape) != train.input_shape:
+        raise ParameterError(f"The model spec of {caller} takes inputs {tuple(spec.input_shape)}, the data are {train.input_shape}.")
+    maps = _check_maps(model, kw["method"], kw["attributions"], train, test, caller)
+    seeds = kw["seeds"]
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ParameterError(f"The 'seeds' parameter of {caller} must be an int in [1, inf) (3 is the protocol minimum). Got {seeds!r}.")
+    seed = check_int(kw["seed"], "seed", caller, 0)
+    return Setup(
+        caller, model, spec, recipe, train, test, maps, kw["method"], dict(kw["method_options"] or {}),
+        check_choice(kw["target"], "target", caller, TARGETS), _check_levels(kw["levels"], caller),
+        tuple(range(seed, seed + seeds)), seed, _check_fill(kw["fill"], caller),
+        check_choice(kw["rank"], "rank", caller, RANK_BY),
+        {k: check_bool(kw[k], k, caller) for k in ("random", "mask_only")},
+        check_choice(kw["engine"], "engine", caller, ENGINES), check_int(kw["max_stack"], "max_stack", caller, 1),
+    )
+
+
+def derive_seed(seed: int, salt: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{salt}".encode()).digest()[:7], "little")
+
+
+def _random_positions(x: torch.Tensor, by: str, seed: int, rows: int = 4096) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    parts = [rank_positions(torch.rand((min(rows, len(x) - i), *x.shape[1:]), generator=gen), by=by, seed=seed)
+             for i in range(0, len(x), rows)]
+    return torch.cat(parts)
+
+
+def make_rankings(s: Setup) -> dict[str, Ranking]:
+    maps = s.maps
+    if maps is None:
+        from .. import attribution
+
+        def run(data: ImageSet, seed: int) -> torch.Tensor:
+            target = data.y if s.target == "label" else "predicted"
+            return attribution.attribute(s.method, s.model, data.x, target, seed=seed, **s.method_options)
+
+        maps = (run(s.train, s.seed), run(s.test, derive_seed(s.seed, "test-maps")))
+    fixed = (rank_positions(maps[0], by=s.rank, seed=s.seed), rank_positions(maps[1], by=s.rank, seed=s.seed + 1))
+    out = {"attribution": Ranking("attribution", fixed[0][0].numel(), fixed)}
+    if s.controls["random"]:
+        def draw(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+            return (_random_positions(s.train.x, s.rank, derive_seed(seed, "random-train")),
+                    _random_positions(s.test.x, s.rank, derive_seed(seed, "random-test")))
+
+        out["random"] = Ranking("random", fixed[0][0].numel(), draw=draw)
+    return out
+
+
+def _data_id(data: ImageSet) -> dict[str, Any]:
+    return {"name": data.name, "split": data.meta.get("split"), "n": len(data),
+            "input_shape": list(data.input_shape), "x_sha256": tensor_digest(data.x),
+            "y_sha256": tensor_digest(data.y)}
+
+
+def _config(s: Setup, protocol: str, rankings: Mapping[str, Ranking]) -> dict[str, Any]:
+    return {
+        "protocol": protocol, "levels": list(s.levels), "seeds": list(s.seeds), "seed": s.seed,
+        "retrain_seeding": "retrain r: spec.build(seed=r), recipe.seed = r",
+        "fill": s.fill, "rank": s.rank, "target": s.target, "method": s.method,
+        "method_options": {k: repr(v) if isinstance(v, torch.Tensor | nn.Module) else v
+                           for k, v in s.method_options.items()},
+        "attributions": "computed" if s.maps is None else "given",
+        "controls": dict(s.controls), "spec": s.spec.model_dump(mode="json"),
+        "recipe": s.recipe.model_dump(mode="json"), "engine": s.engine, "max_stack": s.max_stack,
+        "train": _data_id(s.train), "test": _data_id(s.test),
+        "rank_sha256": {n: [tensor_digest(p) for p in r.fixed] for n, r in rankings.items() if r.fixed},
+        "random_rankings": "fresh per retrain seed r, drawn from sha256(f'{r}:random-train'/'-test')",
+    }
+
+
+def retrain_arms(s: Setup, protocol: str, arms: list[Arm], rankings: Mapping[str, Ranking],
+             out: Any, device: Any, quiet: bool) -> tuple[dict[tuple[Arm, int], float], dict[str, Any]]:
+    config = _config(s, protocol, rankings)
+    runner = Retrainer(s.spec, s.recipe, s.train, s.test, rankings, s.fill, s.engine, s.max_stack, device, quiet)
+    return runner.run(arms, s.seeds, config, out), config
