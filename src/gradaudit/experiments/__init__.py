@@ -1,6 +1,6 @@
 """The paper's studies as named, configurable pipelines (``gradaudit run <study>``)."""
 
-from . import synthetic  # noqa: F401  (registers the study)
+from . import blockmnist, synthetic  # noqa: F401  (register the studies)
 from .base import STUDIES, Context, Study, register, render_report, run_study, study_config
 from .config import StudyConfig, build_config
 

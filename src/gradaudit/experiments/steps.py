@@ -25,11 +25,14 @@ from ..training import Recipe, accuracy, fit, load_run
 from .base import Context
 
 __all__ = [
+    "DiffROARSettings",
     "ModelConfig",
     "TrainedModel",
     "attribution_maps",
     "dataset",
+    "diffroar_result",
     "load_arrays",
+    "road_result",
     "save_arrays",
     "trained_model",
 ]
@@ -153,3 +156,75 @@ def load_arrays(ctx: Context) -> dict[str, torch.Tensor]:
     """The arrays saved by :func:`save_arrays` (empty if none)."""
     path = ctx.out / ARRAYS
     return load_tensors(path) if path.is_file() else {}
+
+
+class DiffROARSettings(BaseModel):
+    """How a study runs DiffROAR (the retrain recipe is the audited model's, made standard)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    levels: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    seeds: int = Field(3, ge=1)
+    fill: str = Field("zero", pattern="^(zero|mean)$")
+    rank: str = Field("element", pattern="^(element|channel-sum)$")
+    mask_only: bool = True
+    max_stack: int = Field(64, ge=1)
+
+
+def diffroar_result(
+    ctx: Context,
+    trained: TrainedModel,
+    train: data.ImageSet,
+    test: data.ImageSet,
+    maps: tuple[torch.Tensor, torch.Tensor],
+    settings: DiffROARSettings,
+    *,
+    label: str,
+    random: bool,
+    seed: int = 0,
+    target: str = "label",
+) -> dict[str, Any]:
+    """DiffROAR of ``maps`` for ``trained`` (a cached, resumable store job); its ``to_dict()``.
+
+    ``label`` names the attribution in the job's config (with the model's hash); ``random``
+    adds the random-attribution control (needed once per architecture and recipe).
+    """
+    from ..evaluation import diffroar
+
+    job_config = {"model": trained.key, "attribution": label, "target": target, "random": random,
+                  "seed": seed, "settings": settings.model_dump(mode="json"),
+                  "train": train.name, "n_train": len(train), "n_test": len(test)}
+
+    def compute(job: Job) -> dict[str, Any]:
+        result = diffroar(trained.model, train, test, attributions=maps, spec=trained.spec,
+                          recipe=trained.config.recipe, target=target, levels=settings.levels,
+                          seeds=settings.seeds, seed=seed, fill=settings.fill, rank=settings.rank,
+                          random=random, mask_only=settings.mask_only, out=job.path / "retrains",
+                          max_stack=settings.max_stack, device=ctx.device, quiet=ctx.quiet)
+        return result.to_dict()
+
+    return ctx.store.run("diffroar", job_config, compute, name=f"diffroar-{label}")
+
+
+def road_result(
+    ctx: Context,
+    trained: TrainedModel,
+    test: data.ImageSet,
+    maps: torch.Tensor,
+    *,
+    label: str,
+    percentages: list[float],
+    seed: int = 0,
+) -> dict[str, Any]:
+    """ROAD (MoRF and LeRF, noisy linear imputation, ranked by |attribution|), cached."""
+    from ..evaluation import road
+
+    job_config = {"model": trained.key, "attribution": label, "percentages": percentages, "seed": seed,
+                  "n_test": len(test), "test": test.name}
+
+    def compute(job: Job) -> dict[str, Any]:
+        result = road(trained.model, test.x, test.y, maps, percentages=percentages, absolute=True,
+                      rank="element", seed=seed, device=ctx.device, quiet=ctx.quiet)
+        return result.to_dict()
+
+    return ctx.store.run("road", job_config, compute, name=f"road-{label}")
