@@ -101,6 +101,12 @@ def diffroar(
         * Masks are built per batch from int16/int32 rank positions (the reference loops
           over images to write masked copies).
 
+    Notes:
+        Arms that see identical data are trained once per seed: at k = 1 top and bottom
+        keep every coordinate, so DiffROAR(1) = 0 exactly. The mask-only control feeds the
+        keep-mask as a float image in {0, 1} (broadcast over channels for channel-sum
+        ranks) to the same architecture and recipe.
+
     Args:
         model: The audited model (attributions come from it, in eval mode, when ``method``
             is given), a finished ``training.fit`` run directory (model, spec and recipe are

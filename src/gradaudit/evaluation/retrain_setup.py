@@ -9,6 +9,7 @@ the random control's, drawn per retrain seed), and :func:`retrain_arms` records 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
@@ -179,6 +180,25 @@ def make_rankings(s: Setup) -> dict[str, Ranking]:
     return out
 
 
+def _record(value: Any) -> Any:
+    """A deterministic JSON record of a method option (tensors and modules by digest)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, torch.Tensor):
+        return {"tensor_sha256": tensor_digest(value)}
+    if isinstance(value, nn.Module):
+        return {"module": type(value).__name__,
+                "state_sha256": [tensor_digest(t) for t in value.state_dict().values()]}
+    if isinstance(value, Mapping):
+        return {str(k): _record(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_record(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: _record(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {"type": type(value).__name__, **fields}
+    return {"type": type(value).__name__}
+
+
 def _data_id(data: ImageSet) -> dict[str, Any]:
     return {"name": data.name, "split": data.meta.get("split"), "n": len(data),
             "input_shape": list(data.input_shape), "x_sha256": tensor_digest(data.x),
@@ -190,8 +210,7 @@ def _config(s: Setup, protocol: str, rankings: Mapping[str, Ranking]) -> dict[st
         "protocol": protocol, "levels": list(s.levels), "seeds": list(s.seeds), "seed": s.seed,
         "retrain_seeding": "retrain r: spec.build(seed=r), recipe.seed = r",
         "fill": s.fill, "rank": s.rank, "target": s.target, "method": s.method,
-        "method_options": {k: repr(v) if isinstance(v, torch.Tensor | nn.Module) else v
-                           for k, v in s.method_options.items()},
+        "method_options": {k: _record(v) for k, v in s.method_options.items()},
         "attributions": "computed" if s.maps is None else "given",
         "controls": dict(s.controls), "spec": s.spec.model_dump(mode="json"),
         "recipe": s.recipe.model_dump(mode="json"), "engine": s.engine, "max_stack": s.max_stack,
