@@ -53,6 +53,8 @@ CASES = {
     "non-bool control": ({"mask_only": "yes"}, ParameterTypeError, "'mask_only'"),
     "no spec": ({"spec": None}, ParameterTypeError, "spec=models.ModelSpec"),
     "no recipe": ({"recipe": {"epochs": 1}}, ParameterTypeError, "recipe=training.Recipe"),
+    "spec with too few classes": ({"spec": ModelSpec(name="linear", input_shape=(1, 2, 3), num_classes=1)},
+                                  ParameterError, "1 classes, the labels go up to 1"),
     "spec of other inputs": ({"spec": ModelSpec(name="linear", input_shape=(1, 3, 2), num_classes=2)},
                              ParameterError, "takes inputs"),
 }

@@ -129,10 +129,18 @@ def _check_maps(model: Any, method: Any, attributions: Any, train: ImageSet, tes
 
 
 def check_arguments(caller: str, model: Any, train: Any, test: Any, **kw: Any) -> Setup:
+    """Validate one protocol call (all of diffroar/roar/kar's arguments) before any work.
+
+    Raises:
+        ParameterError / ParameterTypeError: the first problem found, naming the argument.
+    """
     _check_data(train, test, caller)
     model, spec, recipe = _resolve_model(model, kw["spec"], kw["recipe"], caller)
     if tuple(spec.input_shape) != train.input_shape:
         raise ParameterError(f"The model spec of {caller} takes inputs {tuple(spec.input_shape)}, the data are {train.input_shape}.")
+    top = max(int(train.y.max()), int(test.y.max())) if len(train) and len(test) else 0
+    if top >= spec.num_classes:
+        raise ParameterError(f"The model spec of {caller} has {spec.num_classes} classes, the labels go up to {top}.")
     maps = _check_maps(model, kw["method"], kw["attributions"], train, test, caller)
     seeds = kw["seeds"]
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
@@ -149,6 +157,7 @@ def check_arguments(caller: str, model: Any, train: Any, test: Any, **kw: Any) -
 
 
 def derive_seed(seed: int, salt: str) -> int:
+    """An independent seed for one use of ``seed`` (e.g. the random control's train ranks)."""
     return int.from_bytes(hashlib.sha256(f"{seed}:{salt}".encode()).digest()[:7], "little")
 
 
@@ -160,6 +169,8 @@ def _random_positions(x: torch.Tensor, by: str, seed: int, rows: int = 4096) -> 
 
 
 def make_rankings(s: Setup) -> dict[str, Ranking]:
+    """The attribution's rankings (tie-break seeds ``seed`` / ``seed + 1`` for train / test)
+    and, if asked, the random control's (drawn afresh for each retrain seed)."""
     maps = s.maps
     if maps is None:
         from .. import attribution
@@ -222,6 +233,7 @@ def _config(s: Setup, protocol: str, rankings: Mapping[str, Ranking]) -> dict[st
 
 def retrain_arms(s: Setup, protocol: str, arms: list[Arm], rankings: Mapping[str, Ranking],
              out: Any, device: Any, quiet: bool) -> tuple[dict[tuple[Arm, int], float], dict[str, Any]]:
+    """Retrain every arm for every seed (resumable in ``out``); return accuracies and config."""
     config = _config(s, protocol, rankings)
     runner = Retrainer(s.spec, s.recipe, s.train, s.test, rankings, s.fill, s.engine, s.max_stack, device, quiet)
     return runner.run(arms, s.seeds, config, out), config
