@@ -1,6 +1,7 @@
 """Training: one fit loop for every recipe, PGD attacks, regularizers, stacked ensembles."""
 
 from .attacks import eval_mode, pgd, robust_accuracy
+from .ensemble import Member, StackedFit, fit_stacked
 from .fit import FitResult, fit, load_run, make_optimizer
 from .metrics import accuracy, predict
 from .recipe import Recipe
@@ -10,10 +11,13 @@ from .schedule import lr_at
 __all__ = [
     "REGULARIZERS",
     "FitResult",
+    "Member",
     "Recipe",
+    "StackedFit",
     "accuracy",
     "eval_mode",
     "fit",
+    "fit_stacked",
     "load_run",
     "lr_at",
     "make_optimizer",
