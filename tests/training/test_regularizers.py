@@ -125,6 +125,7 @@ def _stationary_points(net: nn.Module, classes: int) -> torch.Tensor:
 JIT_WARNING = "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
 
 
+@pytest.mark.slow  # the first torch.func call of a session initialises functorch (~5 s)
 @pytest.mark.filterwarnings(JIT_WARNING)
 def test_antithetic_trace_estimate_matches_exact_hessian_at_random_inputs():
     net = _convex_softplus_mlp()
