@@ -15,7 +15,7 @@ import torch
 
 from gradaudit import data, models, training
 from gradaudit._io import read_json, save_tensors
-from gradaudit._validation import ParameterError
+from gradaudit._validation import DataError, ParameterError
 from gradaudit.training.checkpoint import read_metadata
 from gradaudit.training.fit import CHECKPOINT, RUN_JSON, WEIGHTS
 
@@ -173,6 +173,32 @@ def test_model_and_data_mismatch_raise_before_training() -> None:
         training.fit(models.build("mlp", (1, 28, 28), 4), toy(), RECIPE, quiet=True)
     with pytest.raises(ParameterError, match=r"labels need 4 classes"):
         training.fit(models.build("mlp", (1, 8, 8), 3), toy(), RECIPE, quiet=True)
+
+
+@pytest.mark.parametrize("name", [CHECKPOINT, RUN_JSON])
+def test_a_corrupt_run_file_is_a_clear_error(tmp_path, name) -> None:
+    out = tmp_path / "run"
+    if name == CHECKPOINT:
+        with pytest.raises(Crash):
+            training.fit(_net(), toy(), RECIPE, out=out, quiet=True, on_epoch_end=_crash_after_first_epoch)
+    else:
+        training.fit(_net(), toy(), RECIPE.model_copy(update={"epochs": 1}), out=out, quiet=True)
+    (out / name).write_bytes((out / name).read_bytes()[:40])  # truncated
+    with pytest.raises(DataError, match=rf"The run file .*{name} is unreadable.*Delete it"):
+        training.fit(_net(), toy(), RECIPE, out=out, quiet=True)
+    if name == RUN_JSON:
+        with pytest.raises(DataError, match="unreadable"):
+            training.load_run(out)
+
+
+def test_non_contiguous_inputs_train_like_contiguous_ones() -> None:
+    base = toy()
+    strided = data.ImageSet(base.x.transpose(2, 3).contiguous().transpose(2, 3), base.y, dict(base.meta))
+    assert not strided.x.is_contiguous() and torch.equal(strided.x, base.x)
+    a, b = _net(), _net()
+    training.fit(a, base, RECIPE, quiet=True)
+    training.fit(b, strided, RECIPE, quiet=True)
+    assert _same_weights(a, b)
 
 
 KILL_SCRIPT = textwrap.dedent(

@@ -31,12 +31,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 
 from .._io import read_json, write_json
 from .._progress import progress
 from .._provenance import provenance
-from .._validation import ParameterError, ParameterTypeError
+from .._validation import DataError, ParameterError, ParameterTypeError
 from ..data.imageset import ImageSet
 from .attacks import eval_mode, pgd
 from .augment import augment_batch
@@ -92,6 +93,10 @@ def make_optimizer(params: Sequence[torch.Tensor] | Any, recipe: Recipe) -> torc
 
     "sgd": ``torch.optim.SGD`` (momentum, weight decay, Nesterov); "adam":
     ``torch.optim.Adam`` (betas (0.9, 0.999), L2 weight decay added to the gradient).
+    PyTorch's default (per-tensor) kernels, not the fused ones: fused SGD and Adam are
+    faster here (MLP 784-256-256-10: 0.14 vs 0.27 ms and 0.31 vs 1.08 ms per step) but
+    round an element differently depending on its position in the tensor, which would
+    break the bitwise equality of ``training.ensemble``'s stacked members with ``fit``.
     """
     return OPTIMIZERS[recipe.optimizer](params, recipe)
 
@@ -213,12 +218,14 @@ def fit(
     out_dir = Path(out) if out is not None else None
     ident = _identity(recipe, train, spec) if out_dir is not None else {}
     if out_dir is not None and (out_dir / RUN_JSON).exists():
-        info = read_json(out_dir / RUN_JSON)
+        info = _readable(read_json, out_dir / RUN_JSON)
         _check_same(out_dir, info, ident)
         _load_into(out_dir / WEIGHTS, model)
         model.eval()
         return FitResult(model, recipe, info["history"], 0.0, True, out_dir)
 
+    if not train.x.is_contiguous():  # batches are gathered rows: keep them dense
+        train = train.with_x(train.x.contiguous())
     data, val = (train, None)
     if recipe.val_fraction > 0:
         data, val = train.split(recipe.val_fraction, seed=recipe.seed)
@@ -228,7 +235,7 @@ def fit(
     history: list[dict[str, float]] = []
     start = 0
     if out_dir is not None and (out_dir / CHECKPOINT).exists():
-        _check_same(out_dir, read_metadata(out_dir / CHECKPOINT), ident)
+        _check_same(out_dir, _readable(read_metadata, out_dir / CHECKPOINT), ident)
         meta = _load_into(out_dir / CHECKPOINT, model, optimizer, gens)
         start, history = int(meta["epoch"]), list(meta["history"])
 
@@ -253,10 +260,21 @@ def fit(
     return FitResult(model, recipe, history, seconds, False, out_dir)
 
 
+def _readable(read: Callable[[Path], Any], path: Path) -> Any:
+    """``read(path)``, or a DataError naming the unreadable file."""
+    try:
+        return read(path)
+    except (OSError, ValueError, SafetensorError) as err:
+        raise DataError(
+            f"The run file {path} is unreadable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
+            "Delete it (or the run directory) to train again."
+        ) from None
+
+
 def _load_into(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                gens: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
     try:
-        return load_checkpoint(path, model, optimizer, gens)
+        return _readable(lambda p: load_checkpoint(p, model, optimizer, gens), path)
     except RuntimeError as err:
         raise ParameterError(
             f"The weights in {path} do not fit this model ({str(err).splitlines()[0]}). "
@@ -343,7 +361,7 @@ def load_run(
             f"{out} is not a finished training run (no {RUN_JSON}). Train one with "
             "`gradaudit train --out DIR`, or pass the directory of a finished run."
         )
-    info = read_json(out / RUN_JSON)
+    info = _readable(read_json, out / RUN_JSON)
     if info.get("spec") is None:
         raise ParameterError(f"The run {out} has no model spec in {RUN_JSON}; it cannot be rebuilt.")
     model = ModelSpec(**info["spec"]).build(seed=0).to(device)  # weights are overwritten
