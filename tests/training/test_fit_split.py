@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from gradaudit import data, models, training
+from gradaudit._validation import ParameterError
 
 
 def _unique_toy(n: int = 400) -> data.ImageSet:
@@ -45,3 +47,14 @@ def test_training_sees_exactly_the_rest_split_each_epoch() -> None:
     assert "val_acc" not in training.fit(
         models.build("mlp", (1, 6, 6), 3, seed=0, hidden=(16,)), train,
         recipe.model_copy(update={"val_fraction": 0.0, "epochs": 1}), quiet=True).history[0]
+
+
+def test_accuracy_and_predict() -> None:
+    net = torch.nn.Sequential(torch.nn.Flatten())  # no parameters: logits are the pixels
+    x = torch.zeros(5, 1, 1, 3)
+    x[torch.arange(5), 0, 0, torch.tensor([0, 1, 2, 2, 0])] = 1.0
+    y = torch.tensor([0, 1, 2, 0, 0])
+    assert training.predict(net, x, batch_size=2).tolist() == [0, 1, 2, 2, 0]
+    assert training.accuracy(net, x, y, batch_size=3) == 0.8
+    with pytest.raises(ParameterError, match=r"'y' argument of accuracy must have shape \(5,\)"):
+        training.accuracy(net, x, y[:4])

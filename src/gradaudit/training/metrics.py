@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._validation import ParameterError
 from .attacks import eval_mode
 
 __all__ = ["accuracy", "predict"]
@@ -14,8 +15,14 @@ __all__ = ["accuracy", "predict"]
 def predict(
     model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000, device: str | torch.device | None = None
 ) -> torch.Tensor:
-    """Predicted labels (N,) on the CPU, computed in eval mode (the mode is restored)."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    """Predicted labels (N,) on the CPU, computed in eval mode (the mode is restored).
+
+    ``device`` defaults to the model's (its first parameter's, else ``x``'s).
+    """
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else x.device
+    device = torch.device(device)
     out = []
     with eval_mode(model):
         for i in range(0, x.shape[0], batch_size):
@@ -31,7 +38,9 @@ def accuracy(
     batch_size: int = 1000,
     device: str | torch.device | None = None,
 ) -> float:
-    """Share of ``x`` classified as ``y``, in eval mode."""
+    """Share of ``x`` classified as ``y``, in eval mode (NaN for no images)."""
+    if y.shape != (x.shape[0],):
+        raise ParameterError(f"The 'y' argument of accuracy must have shape ({x.shape[0]},). Got {tuple(y.shape)}.")
     if x.shape[0] == 0:
         return float("nan")
-    return (predict(model, x, batch_size=batch_size, device=device) == y.cpu()).float().mean().item()
+    return int((predict(model, x, batch_size=batch_size, device=device) == y.cpu()).sum()) / x.shape[0]
