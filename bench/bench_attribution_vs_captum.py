@@ -9,7 +9,7 @@ median wall time of each side and the ratio Captum / gradaudit (> 1: gradaudit i
 Captum runs with its defaults (one batch of all rows), except where that batch would take
 several GB (the CNN's IG, NoiseTunnel and GradientShap rows), where its own batching option is
 set as shown in the ``captum settings`` column; gradaudit runs with its defaults (rows from a
-64 MB activation budget).
+256 MB activation budget).
 
 Usage:
     python bench/bench_attribution_vs_captum.py [--repeats 5] [--threads 1] [--models mlp,cnn]
@@ -137,14 +137,15 @@ def images() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return x[:N_IMAGES], t["mnist_y"][:N_IMAGES], x[N_IMAGES:]
 
 
-def timed(fn: Callable[[], torch.Tensor], device: torch.device) -> float:
+def timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds) of one call."""
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def run_case(case: Case, name: str, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> str:
@@ -161,16 +162,18 @@ def run_case(case: Case, name: str, net: torch.nn.Module, x: torch.Tensor, y: to
     if flipped > len(x) // 100 or diff > 1e-2:
         raise SystemExit(f"{name} {case.method}: gradaudit and Captum disagree (max rel diff {diff:.2e}, "
                          f"{flipped} images over 1e-5)")
-    times: dict[str, list[float]] = {"ours": [], "captum": []}
+    times: dict[str, list[tuple[float, float]]] = {"ours": [], "captum": []}
     for r in range(repeats + 1):  # round 0 is the warm-up
         order = [("ours", ours), ("captum", theirs)] if r % 2 == 0 else [("captum", theirs), ("ours", ours)]
         for side, fn in order:
             t = timed(fn, x.device)
             if r:
                 times[side].append(t)
-    t_ours, t_captum = statistics.median(times["ours"]), statistics.median(times["captum"])
+    wall = {side: statistics.median(t[0] for t in v) for side, v in times.items()}
+    cpu = {side: statistics.median(t[1] for t in v) for side, v in times.items()}
     settings = case.settings + ("; captum " + ", ".join(f"{k}={v}" for k, v in kw.items()) if kw else "")
-    return (f"| {name} | {case.method} | {t_ours:.3f} | {t_captum:.3f} | {t_captum / t_ours:.2f}× | "
+    return (f"| {name} | {case.method} | {wall['ours']:.3f} | {wall['captum']:.3f} | "
+            f"{wall['captum'] / wall['ours']:.2f}× | {cpu['captum'] / cpu['ours']:.2f}× | "
             f"{diff:.0e} ({flipped}) | {settings} |")
 
 
@@ -194,9 +197,10 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, captum {captum.__version__}, "
           f"numpy {np.__version__}, gradaudit {str(rev['commit'])[:10]}{'+dirty' if rev['dirty'] else ''}, "
           f"load average {os.getloadavg()[0]:.1f}")
-    print(f"# {N_IMAGES} MNIST images; median of {args.repeats} alternating runs after a warm-up; ratio = Captum / gradaudit")
-    print("| model | method | gradaudit (s) | Captum (s) | ratio | max rel diff (images > 1e-5) | settings |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"# {N_IMAGES} MNIST images; median of {args.repeats} alternating runs after a warm-up; "
+          "ratio = Captum / gradaudit (wall time; CPU: this process's CPU time, less sensitive to other load)")
+    print("| model | method | gradaudit (s) | Captum (s) | ratio | CPU ratio | max rel diff (images > 1e-5) | settings |")
+    print("|---|---|---|---|---|---|---|---|")
     wanted = None if args.methods is None else set(args.methods.split(","))
     for name in args.models.split(","):
         net = models.build(name, (1, 28, 28), 10, seed=0).to(device).eval()

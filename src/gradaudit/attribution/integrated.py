@@ -240,7 +240,8 @@ def expected_gradients(
     for items, samples in grid_chunks(len(x), n_samples, max_batch):
         r = refs[samples].unsqueeze(1)  # (k, 1, ...)
         diff = x[items].unsqueeze(0) - r  # (k, m, ...)
-        points = r + alphas[samples].view(-1, 1, *tail) * diff
+        a = alphas[samples].view(-1, 1, *tail)
+        points = a * x[items].unsqueeze(0) + (1 - a) * r  # α x + (1 − α) r, associated as Captum's
         k, m = points.shape[:2]
         g = grad_fn(points.reshape(k * m, *x.shape[1:]), target[items].repeat(k))
         total[items] += (diff * g.view_as(diff)).sum(0)
