@@ -22,7 +22,17 @@ from .._validation import ParameterError, unknown_name
 from ..runs import RunStore
 from .config import StudyConfig, build_config, to_yaml
 
-__all__ = ["STUDIES", "Context", "Study", "register", "render_report", "run_study", "study_config"]
+__all__ = [
+    "STUDIES",
+    "Context",
+    "Study",
+    "execute",
+    "get_study",
+    "register",
+    "render_report",
+    "run_study",
+    "study_config",
+]
 
 RESULTS, REPORT = "results.json", "report.html"
 
@@ -124,12 +134,17 @@ def run_study(
     ctx = Context(out=out_dir, store=RunStore(store if store is not None else out_dir / "store"),
                   device=device, quiet=quiet, data_root=Path(data_root) if data_root else None,
                   quick=quick, executor=executor)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return execute(study, cfg, ctx)
+
+
+def execute(study: Study, cfg: StudyConfig, ctx: Context) -> Path:
+    """Run a validated study config in ``ctx``: results.json, then report.html."""
+    ctx.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     results = study.run(cfg, ctx)
     record = {
-        "study": name,
-        "quick": quick,
+        "study": study.name,
+        "quick": ctx.quick,
         "seed": cfg.seed,
         "config": cfg.model_dump(mode="json"),
         "config_yaml": to_yaml(cfg),
@@ -137,9 +152,8 @@ def run_study(
         "wall_time_s": round(time.perf_counter() - t0, 1),
         **provenance(),
     }
-    write_json(out_dir / RESULTS, record)
-    return render_report(out_dir, ctx)
-
+    write_json(ctx.out / RESULTS, record)
+    return render_report(ctx.out, ctx)
 
 def render_report(out: str | os.PathLike[str], ctx: Context | None = None) -> Path:
     """(Re)build ``report.html`` of a study folder from its ``results.json``."""

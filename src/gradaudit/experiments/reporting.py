@@ -9,7 +9,14 @@ from typing import Any
 from ..report import Report, plots
 from . import narrative
 
-__all__ = ["add_diffroar", "add_footer", "add_road", "diffroar_rows", "leakage_rows"]
+__all__ = [
+    "add_diffroar",
+    "add_footer",
+    "add_road",
+    "diffroar_rows",
+    "leak_aware_rows",
+    "leakage_rows",
+]
 
 
 def _ms(d: Mapping[str, Any], i: int) -> tuple[float, float]:
@@ -75,6 +82,31 @@ def add_diffroar(r: Report, by_model: Mapping[str, Mapping[str, Any]], data_name
             "mask alone does not explain; the leak-free margin is real minus mask-only accuracy.",
             formats={"k": "{:g}"})
     r.paragraph(narrative.leakage_control_sentence(by_model))
+
+
+def _below_one(levels: Sequence[float], values: Sequence[float]) -> float:
+    vals = [v for k, v in zip(levels, values, strict=True) if k < 1]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+def leak_aware_rows(by_target: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Per (model, target): mean DiffROAR, mean mask-only DiffROAR and their difference (k < 1)."""
+    rows = []
+    for target, by_model in by_target.items():
+        for label, res in by_model.items():
+            lv = res["levels"]
+            names = ["attribution", *(["random"] if "random" in res["curves"] else [])]
+            for name in names:
+                d = res["curves"][name]["diffroar"]["mean"]
+                leak = res.get("leakage", {}).get(name)
+                row: dict[str, Any] = {"model": label if name == "attribution" else "random attribution",
+                                       "target": target, "DiffROAR": _below_one(lv, d),
+                                       "DiffROAR at k=0.05": d[lv.index(0.05)] if 0.05 in lv else None}
+                if leak is not None:
+                    row["mask-only DiffROAR"] = _below_one(lv, leak["mask_only_diffroar"]["mean"])
+                    row["difference"] = _below_one(lv, leak["diffroar_minus_mask_only"]["mean"])
+                rows.append(row)
+    return rows
 
 
 def add_road(r: Report, by_model: Mapping[str, Mapping[str, Any]]) -> None:

@@ -50,6 +50,8 @@ class ModelConfig(BaseModel):
     model_options: dict[str, Any] = Field(default_factory=dict)
     recipe: Recipe = Field(default_factory=Recipe)
     init_seed: int = Field(0, ge=0)
+    normalize: bool = Field(False, description="Put the dataset's per-channel mean/std inside the model "
+                                               "as its first layer (CIFAR); inputs stay in [0, 1].")
 
 
 @functools.lru_cache(maxsize=16)
@@ -86,8 +88,9 @@ def trained_model(
     data_config: dict[str, Any],
 ) -> TrainedModel:
     """Train (or load) the model of ``cfg`` on ``train``; test accuracy is recorded."""
+    norm = (tuple(train.meta["mean"]), tuple(train.meta["std"])) if cfg.normalize else None
     spec = ModelSpec(name=cfg.model, input_shape=train.input_shape, num_classes=train.num_classes,
-                     options=cfg.model_options)
+                     options=cfg.model_options, normalize=norm)
     job_config = {"data": data_config, "spec": spec.model_dump(mode="json"),
                   "recipe": cfg.recipe.model_dump(mode="json"), "init_seed": cfg.init_seed}
 

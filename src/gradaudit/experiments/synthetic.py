@@ -31,7 +31,10 @@ __all__ = ["SyntheticConfig"]
 def _recipe(epochs: int, eps: float = 0.0, batch_size: int = 250, momentum: float = 0.0) -> Recipe:
     """The reference's synthetic recipe: SGD lr 0.1 (×0.75 every 50 epochs), batch 250, no
     momentum, ℓ∞ PGD with 8 steps of 0.25·ε and no random start (paper-protocol §5.1).
-    The quick preset uses batch 50 and momentum 0.9 so that 2 000 points suffice."""
+
+    The study's defaults pass batch 50 and momentum 0.9 (``_FAST``): they reach 100% train
+    accuracy in 10–20 epochs instead of the reference's 500 (width 25 000); the reference
+    recipe is ``batch_size: 250, momentum: 0`` in a config file."""
     attack = {"attack": "linf", "eps": eps, "attack_steps": 8, "attack_step_size": 0.25 * eps,
               "attack_random_start": False} if eps > 0 else {}
     return Recipe(epochs=epochs, batch_size=batch_size, lr=0.1, momentum=momentum, schedule="step", gamma=0.75,
@@ -55,7 +58,7 @@ class V1Config(BaseModel):
     n_train: int = Field(10_000, ge=10)
     n_test: int = Field(1_000, ge=10)
     models: list[ModelConfig] = Field(default_factory=lambda: [
-        _mlp("standard MLP", 1000, 30), _mlp("ℓ∞-robust MLP (ε=0.3)", 1000, 60, eps=0.3)])
+        _mlp("standard MLP", 1000, 10, **_FAST), _mlp("ℓ∞-robust MLP (ε=0.3)", 1000, 20, eps=0.3, **_FAST)])
     gradient: str = Field("loss-grad", pattern="^(loss-grad|grad)$")
     eval_eps: list[float] = Field(default_factory=lambda: [round(0.05 * i, 2) for i in range(11)])
     eval_steps: int = Field(20, ge=1)
@@ -74,8 +77,8 @@ class SimplifiedConfig(BaseModel):
     n_train: int = Field(10_000, ge=10)
     n_test: int = Field(1_000, ge=10)
     models: list[ModelConfig] = Field(default_factory=lambda: [
-        ModelConfig(label="linear", model="linear", recipe=_recipe(60)),
-        _mlp("standard MLP", 1000, 60), _mlp("ℓ∞-robust MLP (ε=0.3)", 1000, 60, eps=0.3)])
+        ModelConfig(label="linear", model="linear", recipe=_recipe(20, **_FAST)),
+        _mlp("standard MLP", 1000, 20, **_FAST), _mlp("ℓ∞-robust MLP (ε=0.3)", 1000, 20, eps=0.3, **_FAST)])
     gradient: str = Field("grad", pattern="^(loss-grad|grad)$")
     n_show: int = Field(10, ge=1)
 

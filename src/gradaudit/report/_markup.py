@@ -30,12 +30,15 @@ def escape(text: Any) -> str:
 
 _BOLD = re.compile(r"\*\*(\S(?:.*?\S)?)\*\*")
 _CODE = re.compile(r"`([^`]+)`")
+# Relative links only: no scheme (no ':'), so a report never points off the machine.
+_LINK = re.compile(r"\[([^\]]+)\]\(([A-Za-z0-9_./#-]+)\)")
 
 
 def inline(text: str) -> str:
-    """Escape ``text``, then render ``**bold**`` and ```code``` (nothing else)."""
+    """Escape ``text``, then render ``**bold**``, ```code``` and ``[text](relative/path)``."""
     out = escape(text)
     out = _CODE.sub(r"<code>\1</code>", out)
+    out = _LINK.sub(r'<a href="\2">\1</a>', out)
     return _BOLD.sub(r"<strong>\1</strong>", out)
 
 
