@@ -3,8 +3,9 @@
 For each method both libraries have, on the MNIST MLP (784-256-256-10) and the small CNN
 (conv32-conv64-fc128), the script first checks that both sides agree (stochastic methods are
 given the same draws, as in tests/attribution/test_attribution_captum.py), then times them
-alternately in the same process: one warm-up each, then ``--repeats`` rounds, reporting the
-median wall time of each side and the ratio Captum / gradaudit (> 1: gradaudit is faster).
+alternately in the same process: one warm-up each, then ``--repeats`` rounds (each timing
+repeats a fast call until it spans ~0.25 s), reporting the median wall time of each side, the
+ratio Captum / gradaudit (> 1: gradaudit is faster) and the same ratio in process CPU time.
 
 Captum runs with its defaults (one batch of all rows), except where that batch would take
 several GB (the CNN's IG, NoiseTunnel and GradientShap rows), where its own batching option is
@@ -137,15 +138,16 @@ def images() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return x[:N_IMAGES], t["mnist_y"][:N_IMAGES], x[N_IMAGES:]
 
 
-def timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[float, float]:
-    """(wall seconds, this process's CPU seconds) of one call."""
+def timed(fn: Callable[[], torch.Tensor], device: torch.device, loops: int = 1) -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds) per call, averaged over ``loops`` calls."""
     if device.type == "cuda":
         torch.cuda.synchronize()
     wall, cpu = time.perf_counter(), time.process_time()
-    fn()
+    for _ in range(loops):
+        fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - wall, time.process_time() - cpu
+    return (time.perf_counter() - wall) / loops, (time.process_time() - cpu) / loops
 
 
 def run_case(case: Case, name: str, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> str:
@@ -162,13 +164,13 @@ def run_case(case: Case, name: str, net: torch.nn.Module, x: torch.Tensor, y: to
     if flipped > len(x) // 100 or diff > 1e-2:
         raise SystemExit(f"{name} {case.method}: gradaudit and Captum disagree (max rel diff {diff:.2e}, "
                          f"{flipped} images over 1e-5)")
+    warm = max(timed(ours, x.device)[0], timed(theirs, x.device)[0])
+    loops = max(1, round(0.25 / warm))  # each timing spans ≥ ~0.25 s, so fast cases are not noise
     times: dict[str, list[tuple[float, float]]] = {"ours": [], "captum": []}
-    for r in range(repeats + 1):  # round 0 is the warm-up
+    for r in range(repeats):
         order = [("ours", ours), ("captum", theirs)] if r % 2 == 0 else [("captum", theirs), ("ours", ours)]
         for side, fn in order:
-            t = timed(fn, x.device)
-            if r:
-                times[side].append(t)
+            times[side].append(timed(fn, x.device, loops))
     wall = {side: statistics.median(t[0] for t in v) for side, v in times.items()}
     cpu = {side: statistics.median(t[1] for t in v) for side, v in times.items()}
     settings = case.settings + ("; captum " + ", ".join(f"{k}={v}" for k, v in kw.items()) if kw else "")

@@ -108,7 +108,7 @@ def pattern_applicable(model: nn.Module) -> tuple[bool, str]:
     return True, ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Patterns:
     """Fitted signal patterns a₊, one per weighted layer, each shaped like the layer's weight.
 
