@@ -14,8 +14,13 @@ products). Printed:
   2048² sgemm measured in the same process (what the machine delivers right now);
 * the single-process FLOP count, so the run can be compared on another machine;
 * stacked vs sequential (``training.fit`` of each member alone, on pre-masked copies) on a
-  subset, after checking that both give the same models: median of ``--repeats`` alternating
-  runs, ratio sequential / stacked.
+  subset, after checking that both give the same models (bitwise, against ``fit`` run with
+  one thread): median of ``--repeats`` alternating runs, ratio sequential / stacked, and the
+  stacked GFLOP/s against a 2048² sgemm timed between the runs (the share of the machine's
+  BLAS speed at that moment, a load-independent efficiency).
+
+On a shared, oversubscribed machine set ``OMP_WAIT_POLICY=PASSIVE``: spinning OpenMP threads
+that lose their core make multi-threaded small products many times slower.
 
 Usage:
     python bench/bench_diffroar_fmnist.py [--threads N] [--epochs 8] [--seeds 3]
@@ -135,18 +140,30 @@ def ratio(args, spec, recipe, train) -> None:
             nets.append(net)
         return nets
 
-    a, b = stacked(), sequential()  # warm-up, and both sides must agree (on their own data)
-    for na, nb, d in zip(a, b, copies, strict=True):
-        assert abs(accuracy(na, d.x, d.y) - accuracy(nb, d.x, d.y)) <= 1e-4, "stacked != sequential"
-    times = {"stacked": [], "sequential": []}
+    # Both sides must agree: stacked members equal fit run with one thread, bitwise (fit with
+    # more threads rounds differently, see training.ensemble); this also warms both up.
+    threads = torch.get_num_threads()
+    a = stacked()
+    torch.set_num_threads(1)
+    b = sequential()
+    torch.set_num_threads(threads)
+    for na, nb in zip(a, b, strict=True):
+        assert all(torch.equal(p, q) for p, q in zip(na.parameters(), nb.parameters(), strict=True)), "stacked != fit"
+    sequential()
+    times: dict[str, list[float]] = {"stacked": [], "sequential": [], "sgemm": []}
     for _ in range(args.repeats):
-        for name, fn in (("stacked", stacked), ("sequential", sequential)):
+        for name, fn in (("stacked", stacked), ("sequential", sequential), ("sgemm", sgemm_gflops)):
             t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+            value = fn()
+            times[name].append(value if name == "sgemm" else time.perf_counter() - t0)
+    flops = flops_per_sample(spec) * len(sub) * len(members)
     ours, peer = statistics.median(times["stacked"]), statistics.median(times["sequential"])
+    gemm = statistics.median(times["sgemm"])
     print(f"case: {len(members)} MLPs × 1 epoch on {len(sub)} masked images | ours (stacked) {ours:.2f} s | "
           f"peer (sequential fit) {peer:.2f} s | ratio peer/ours {peer / ours:.2f}")
+    print(f"stacked training {flops / ours / 1e9:.1f} GFLOP/s = {100 * flops / ours / 1e9 / gemm:.0f}% of a "
+          f"2048² sgemm timed between the runs ({gemm:.1f} GFLOP/s), "
+          f"{100 * flops / ours / 1e9 / args.peak:.0f}% of the {args.peak:.0f} GFLOP/s peak")
 
 
 def main() -> None:

@@ -93,6 +93,20 @@ def test_single_thread_is_bitwise(spec_name: str, recipe_name: str, one_thread: 
         assert torch.equal(_weights(net), _weights(alone))
 
 
+def test_stacked_does_not_depend_on_the_thread_count() -> None:
+    """Grouped products run each member single-threaded: 1 and 2 threads give equal weights."""
+    train, spec, recipe = _toy(400, 0), SPECS["mlp-relu"], RECIPES["sgd-onecycle-wd"]
+    members = [Member(3, 7, _masker(7)), Member(4, 8), Member(5, 9)]
+    threads, runs = torch.get_num_threads(), []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            runs.append([_weights(m) for m in fit_stacked(spec, train, recipe, members, quiet=True).models])
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+
+
 def test_members_differ_and_seeds_matter(one_thread: None) -> None:
     train, spec, recipe = _toy(400, 0), SPECS["mlp-relu"], RECIPES["nesterov-cosine"]
     out = fit_stacked(spec, train, recipe, [Member(0, 0), Member(0, 1), Member(1, 0), Member(0, 0)], quiet=True)

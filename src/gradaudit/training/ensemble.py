@@ -18,10 +18,13 @@ Engines (chosen by measurement on a 2-core AVX2 CPU, see ``bench/bench_diffroar_
     * ``"bmm"``: models that are a plain chain of Normalize / Flatten / Linear / ReLU /
       Softplus (every MLP and the linear model) run as grouped matrix products
       (``torch.baddbmm`` over the member axis) with a hand-written backward that issues, per
-      member, the same matrix products as ``nn.Linear``'s autograd, so a member's weights
-      are bitwise those of ``fit`` with one thread (multi-threaded BLAS may split sums
-      differently: then they agree to float rounding). Measured 1.4–3× the throughput of
-      sequential fits for 16–64 MLPs.
+      member, the same matrix products as ``nn.Linear``'s autograd. The grouped products
+      run each member single-threaded (threads share out the members), so the result does
+      not depend on the thread count and a member's weights are bitwise those of ``fit``
+      run with one thread (measured on MKL, 1 and 2 threads). ``fit`` with several threads
+      lets MKL split one product across threads and rounds differently: the two then agree
+      to float rounding (chaotic growth can leave accuracies a few 1e-4 apart after an
+      epoch at lr 0.1).
     * ``"loop"``: any other model (CNNs, ResNets with BatchNorm) trains one member after
       another through :func:`fit` itself. vmap-stacking small CNNs measured 1.0× here, and
       BatchNorm under ``vmap`` needs per-member buffers, so there is nothing to gain.
