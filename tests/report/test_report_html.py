@@ -321,3 +321,12 @@ def test_report_paths_accept_strings(tmp_path):
     r.paragraph("hello")
     out = r.write(str(tmp_path / "a.html"))
     assert isinstance(out, Path) and "hello" in out.read_text(encoding="utf-8")
+
+
+def test_inline_links_are_relative_only():
+    from gradaudit.report._markup import inline
+
+    out = inline("see [the report](synthetic/report.html) and [x](http://evil.example) <b>")
+    assert '<a href="synthetic/report.html">the report</a>' in out
+    assert "http://evil.example" in out and 'href="http' not in out
+    assert "&lt;b&gt;" in out

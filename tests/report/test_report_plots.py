@@ -299,3 +299,17 @@ def test_import_has_no_side_effects():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_attribution_grid_transposed_puts_one_row_per_image():
+    import numpy as np
+
+    from gradaudit.report import plots
+
+    imgs = np.zeros((3, 1, 8, 4))
+    maps = {"a": np.ones((3, 1, 8, 4)), "b": -np.ones((3, 1, 8, 4))}
+    fig = plots.attribution_grid(imgs, maps, transpose=True)
+    axes = np.array(fig.axes).reshape(3, 3)
+    assert [ax.get_gid() for ax in axes[:, 0]] == ["image:0", "image:1", "image:2"]
+    assert [ax.get_gid() for ax in axes[1]] == ["image:1", "map:a:1", "map:b:1"]
+    assert [ax.get_title() for ax in axes[0]] == ["image", "a", "b"]

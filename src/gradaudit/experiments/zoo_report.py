@@ -198,7 +198,7 @@ def _grids(r: Report, cfg: Mapping[str, Any], ctx: Any) -> None:
     for i, m in enumerate(cfg["blockmnist"]["models"]):
         maps = {k.split("/", 2)[2]: v for k, v in arrays.items() if k.startswith(f"grid/{i}/")}
         if maps:
-            r.figure(plots.attribution_grid(arrays["grid/x"], maps, boundary=28),
+            r.figure(plots.attribution_grid(arrays["grid/x"], maps, boundary=28, transpose=True),
                      f"{m['label']}: the same {arrays['grid/x'].shape[0]} BlockMNIST test images and each method's "
                      "attribution; the dotted line is the block boundary, so mass below or above it on the "
                      "digit-free block is leakage.")

@@ -153,8 +153,12 @@ def attribution_grid(
     image_bounds: tuple[float, float] | None = None,
     title: str | None = None,
     cell_size: float = 1.0,
+    transpose: bool = False,
 ) -> Figure:
     """Images in the first row, then one row of attribution maps per method (or model).
+
+    With ``transpose=True`` the layout turns: one row per image, the image in the first
+    column and one column per method (compact when there are many methods).
 
     Signed maps are drawn in ``signed_cmap`` on [-1, 1] (white = 0), magnitudes in
     ``magnitude_cmap`` on [0, 1] (black = 0 for "gray"), each image normalised by its own
@@ -173,9 +177,10 @@ def attribution_grid(
         image_bounds: value range of the images (see :func:`image_grid`).
         title: figure title.
         cell_size: inches per image column.
+        transpose: one row per image and one column per method instead.
 
     Returns:
-        The Figure, with (1 + len(maps)) × N axes.
+        The Figure, with (1 + len(maps)) × N axes (N × (1 + len(maps)) when transposed).
 
     Raises:
         ParameterError: maps whose N, H or W differ from the images', bad ``col_labels``.
@@ -194,25 +199,35 @@ def attribution_grid(
     lo, hi = _display_range(imgs, image_bounds)
     cms = {True: colormap(signed_cmap, caller), False: colormap(magnitude_cmap, caller)}
     n, aspect = len(imgs), imgs.shape[1] / imgs.shape[2]
+    n_rows, n_cols = 1 + len(rows), n
+    size = (cell_size * n_cols + 0.35, cell_size * aspect * n_rows + (0.3 if title else 0.1))
+    if transpose:
+        n_rows, n_cols = n_cols, n_rows
+        size = (cell_size * n_cols + 0.35, cell_size * aspect * n_rows + (0.5 if title else 0.3))
     with style():
-        fig = new_figure(
-            (cell_size * n + 0.35, cell_size * aspect * (1 + len(rows)) + (0.3 if title else 0.1)),
-            tight=True,
-        )
-        grid = fig.subplots(1 + len(rows), n, squeeze=False)
+        fig = new_figure(size, tight=True)
+        axes = fig.subplots(n_rows, n_cols, squeeze=False)
+
+        def cell(r: int, j: int) -> Any:  # r: 0 = image, then one per method; j: image index
+            return axes[j, r] if transpose else axes[r, j]
+
         for j in range(n):
-            _show_image(grid[0, j], imgs[j], lo, hi, cms[False])
-            grid[0, j].set_gid(f"image:{j}")
+            _show_image(cell(0, j), imgs[j], lo, hi, cms[False])
+            cell(0, j).set_gid(f"image:{j}")
             if col_labels is not None:
-                grid[0, j].set_title(str(col_labels[j]), fontsize=7)
+                label_ax = cell(0, j)
+                (label_ax.set_ylabel if transpose else label_ax.set_title)(str(col_labels[j]), fontsize=7)
             for r, (label, (vals, is_signed)) in enumerate(rows.items(), start=1):
-                grid[r, j].imshow(
+                cell(r, j).imshow(
                     vals[j], cmap=cms[is_signed], vmin=-1.0 if is_signed else 0.0, vmax=1.0
                 )
-                grid[r, j].set_gid(f"map:{label}:{j}")
+                cell(r, j).set_gid(f"map:{label}:{j}")
         for r, label in enumerate(["image", *rows]):
-            grid[r, 0].set_ylabel(label, fontsize=7)
-        for ax in grid.flat:
+            if transpose:
+                cell(r, 0).set_title(label, fontsize=7, rotation=30 if len(label) > 8 else 0)
+            else:
+                cell(r, 0).set_ylabel(label, fontsize=7)
+        for ax in axes.flat:
             _bare(ax)
             if boundary is not None:
                 ax.axhline(
