@@ -22,6 +22,7 @@ __all__ = [
     "gradient_times_input",
     "guided_backprop",
     "guided_relus",
+    "has_relu",
     "loss_gradient",
     "map_rows",
 ]
