@@ -3,6 +3,10 @@
 Examples:
     gradaudit train --dataset fmnist --model mlp --attack linf --eps 0.0627 --epochs 10 --out runs/x
     gradaudit robustness --run runs/x --norm linf --eps 0,0.05,0.1
+    gradaudit diffroar --run runs/x --method grad --levels 0.05,0.1,0.2,0.5 --seeds 3 --mask-only
+    gradaudit road --run runs/x --method ig -o n_steps=32 --n 1000
+    gradaudit perturb --run runs/x --method smoothgrad --kind degradation --patch-size 4
+    gradaudit leakage --run runs/blockmnist --method pattern-attribution --ks 2.5,5,10
 
 User errors print one line on stderr and exit with status 2 (``--debug`` shows the
 traceback). Results go to stdout (``--json`` for scripts); progress bars go to stderr.
@@ -284,6 +288,190 @@ def attribute(
     emit({"method": method, "n": len(x), "target": target, "written": written}, as_json,
          f"{method} on {len(x)} {name} test images ({target}) -> {', '.join(written)}")
 
+
+
+# Options of the evaluation commands (diffroar, road, perturb, leakage), declared once.
+RunDir = Annotated[Path, typer.Option("--run", help="A finished training run directory.")]
+Method = Annotated[str, typer.Option("--method", help="Attribution method (see `gradaudit attribute --help`).")]
+Target = Annotated[str, typer.Option("--target", help="Attribute the label (the true class) or the predicted class.")]
+MethodOption = Annotated[
+    list[str] | None,
+    typer.Option("--option", "-o", help="A method option name=value, value read as YAML (repeatable)."),
+]
+FitN = Annotated[int, typer.Option("--fit-n", help="Training images to fit patterns / references / means from.")]
+
+
+@app.command("diffroar")
+def diffroar_cmd(
+    run: RunDir,
+    method: Method = "grad",
+    target: Target = "label",
+    levels: Annotated[str, typer.Option(help="Fractions k of each image kept, comma-separated.")] = (
+        "0.05,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1"),
+    seeds: Annotated[int, typer.Option(help="Retrains per arm (3 is the protocol minimum).")] = 3,
+    fill: Annotated[str, typer.Option(help="Value of removed coordinates: zero or mean.")] = "zero",
+    rank: Annotated[str, typer.Option(help="element (over C·H·W) or channel-sum (pixels).")] = "element",
+    mask_only: Annotated[bool, typer.Option("--mask-only", help="Also retrain on the keep-mask alone.")] = False,
+    random: Annotated[bool, typer.Option("--random/--no-random", help="Retrain the random control.")] = True,
+    out: Annotated[Path | None, typer.Option(help="Result folder (default <run>/diffroar-<method>-<target>).")] = None,
+    n_train: Annotated[int | None, typer.Option(help="Retrain on the first n training images.")] = None,
+    n_test: Annotated[int | None, typer.Option(help="Test on the first n test images.")] = None,
+    option: MethodOption = None,
+    fit_n: FitN = 5000,
+    max_stack: Annotated[int, typer.Option(help="Most models trained at once.")] = 32,
+    seed: Seed = 0,
+    data_root: DataRoot = None,
+    device: Device = "cpu",
+    quiet: Quiet = False,
+    as_json: Json = False,
+) -> None:
+    """DiffROAR: retrain on the top-k and bottom-k attributed coordinates; diffroar.json + .png.
+
+    A rerun with the same settings reuses every finished retrain group; a killed one resumes.
+    """
+    from . import _cli_support as cs
+
+    given = cs.parse_method_options(method, option)
+    dev = _device(device)
+    audit = cs.load_audit(run, data_root, "cpu")  # maps on the CPU; retrains on --device
+    folder = out if out is not None else run / f"diffroar-{method}-{target}"
+    result, settings = cs.run_diffroar(
+        audit, method, given, n_train=n_train, n_test=n_test, fit_n=fit_n, folder=folder, device=dev,
+        quiet=quiet, target=target, levels=parse_floats(levels, "levels"), seeds=seeds, seed=seed, fill=fill,
+        rank=rank, random=random, mask_only=mask_only, max_stack=max_stack)
+    record = cs.save_result(folder / "diffroar.json", "diffroar", audit, result.to_dict(), settings, seed)
+    plot = cs.save_diffroar_plot(result, folder / "diffroar.png", f"{method} ({target}) — {run.name}")
+    if not settings["train_is_run_data"]:
+        typer.echo(f"note: {run} was trained on other data than {audit.dataset!r} (seed {audit.data_seed}) "
+                   "loads here; the retrains use the loaded data.", err=True)
+    emit(record, as_json, f"DiffROAR of {method} ({target}) on {audit.dataset}, {len(result.seeds)} seeds\n"
+         f"{cs.diffroar_table(result)}\n-> {folder / 'diffroar.json'}, {plot}")
+
+
+@app.command("road")
+def road_cmd(
+    run: RunDir,
+    method: Method = "grad",
+    target: Target = "label",
+    percentages: Annotated[str, typer.Option(help="Fractions removed, comma-separated.")] = (
+        "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"),
+    order: Annotated[str, typer.Option(help="morf, lerf or both.")] = "both",
+    fill: Annotated[str, typer.Option(help="nli (noisy linear imputation), zero or mean.")] = "nli",
+    rank: Annotated[str, typer.Option(help="channel-sum (ROAD) or element.")] = "channel-sum",
+    absolute: Annotated[bool, typer.Option("--absolute", help="Rank |attribution| instead of the signed map.")] = False,
+    n: Annotated[int, typer.Option(help="Evaluate on the first n test images.")] = 1000,
+    option: MethodOption = None,
+    fit_n: FitN = 5000,
+    out: Annotated[Path | None, typer.Option(help="Result file (default <run>/road-<method>-<target>.json).")] = None,
+    seed: Seed = 0,
+    data_root: DataRoot = None,
+    device: Device = "cpu",
+    quiet: Quiet = False,
+    as_json: Json = False,
+) -> None:
+    """ROAD (Rong et al., ICML 2022): accuracy as the most / least relevant coordinates are imputed."""
+    from . import _cli_support as cs
+    from . import evaluation
+
+    given = cs.parse_method_options(method, option)
+    audit = cs.load_audit(run, data_root, _device(device))
+    test = audit.load("test", n, "gradaudit road")
+    fracs = parse_floats(percentages, "percentages")
+    mean = audit.load("train").x.mean((0, 2, 3)) if fill == "mean" else None
+
+    def metric(images: Any, maps: Any, silent: bool) -> Any:
+        return evaluation.road(audit.model, images.x, images.y, maps, percentages=fracs, order=order, fill=fill,
+                               rank=rank, absolute=absolute, mean=mean, seed=seed, device=audit.device,
+                               quiet=silent)
+
+    done = cs.evaluate(audit, method, given, test, metric, target=target, fit_n=fit_n, seed=seed, quiet=quiet,
+                       caller="gradaudit road")
+    path = out if out is not None else run / f"road-{method}-{target}.json"
+    record = cs.save_result(path, "road", audit, done.result.to_dict(), done.settings, seed)
+    emit(record, as_json, f"ROAD of {method} ({target}) on {len(test)} {audit.dataset} test images\n"
+         f"{cs.road_table(done.result)}\n-> {path}")
+
+
+@app.command("perturb")
+def perturb_cmd(
+    run: RunDir,
+    method: Method = "grad",
+    target: Target = "label",
+    kind: Annotated[str, typer.Option(help="pixel (Srinivas & Fleuret) or degradation (patches, PGIG).")] = "pixel",
+    order: Annotated[str | None, typer.Option(help="lerf or morf (degradation: also both, its default).")] = None,
+    fill: Annotated[
+        str | None, typer.Option(help="pixel: constant, image-mean or zero; degradation: patch-mean or zero.")
+    ] = None,
+    fractions: Annotated[str | None, typer.Option(help="pixel: fractions removed, comma-separated.")] = None,
+    patch_size: Annotated[int | None, typer.Option(help="degradation: patch side (default 4).")] = None,
+    n: Annotated[int, typer.Option(help="Evaluate on the first n test images.")] = 1000,
+    option: MethodOption = None,
+    fit_n: FitN = 5000,
+    out: Annotated[
+        Path | None, typer.Option(help="Result file (default <run>/perturb-<kind>-<method>-<target>.json).")
+    ] = None,
+    seed: Seed = 0,
+    data_root: DataRoot = None,
+    device: Device = "cpu",
+    quiet: Quiet = False,
+    as_json: Json = False,
+) -> None:
+    """Pixel perturbation or patch degradation: the model's accuracy as ranked pixels/patches go."""
+    from . import _cli_support as cs
+
+    spec, kw = cs.perturb_options(kind, {"order": order, "fill": fill, "patch_size": patch_size,
+                                         "fractions": None if fractions is None else parse_floats(fractions, "fractions")})
+    given = cs.parse_method_options(method, option)
+    audit = cs.load_audit(run, data_root, _device(device))
+    test = audit.load("test", n, "gradaudit perturb")
+
+    def metric(images: Any, maps: Any, silent: bool) -> Any:
+        return spec.function(audit.model, images.x, images.y, maps, seed=seed, device=audit.device, quiet=silent, **kw)
+
+    done = cs.evaluate(audit, method, given, test, metric, target=target, fit_n=fit_n, seed=seed, quiet=quiet,
+                       caller="gradaudit perturb")
+    path = out if out is not None else run / f"perturb-{kind}-{method}-{target}.json"
+    record = cs.save_result(path, "perturb", audit, done.result.to_dict(), {**done.settings, "kind": kind}, seed)
+    emit(record, as_json, f"{kind} perturbation of {method} ({target}) on {len(test)} {audit.dataset} test images\n"
+         f"{spec.table(done.result)}\n-> {path}")
+
+
+@app.command("leakage")
+def leakage_cmd(
+    run: RunDir,
+    method: Method = "grad",
+    target: Target = "label",
+    ks: Annotated[str, typer.Option(help="Top-k levels in percent, comma-separated.")] = "2.5,5,10,15,20,25,30",
+    n: Annotated[int | None, typer.Option(help="Evaluate on the first n test images (default all).")] = None,
+    option: MethodOption = None,
+    fit_n: FitN = 5000,
+    out: Annotated[Path | None, typer.Option(help="Result file (default <run>/leakage-<method>-<target>.json).")] = None,
+    seed: Seed = 0,
+    data_root: DataRoot = None,
+    device: Device = "cpu",
+    quiet: Quiet = False,
+    as_json: Json = False,
+) -> None:
+    """BlockMNIST feature leakage: how much attribution lands on the label-independent null block."""
+    from . import _cli_support as cs
+    from . import evaluation
+
+    given = cs.parse_method_options(method, option)
+    audit = cs.load_audit(run, data_root, _device(device))
+    cs.require_blocks(audit)
+    test = audit.load("test", n, "gradaudit leakage")
+    levels = parse_floats(ks, "ks")
+
+    def metric(images: Any, maps: Any, silent: bool) -> Any:
+        masks = images.per_image
+        return evaluation.leakage(maps, masks["null_mask"], masks["signal_mask"], ks=levels, seed=seed)
+
+    done = cs.evaluate(audit, method, given, test, metric, target=target, fit_n=fit_n, seed=seed, quiet=quiet,
+                       caller="gradaudit leakage")
+    path = out if out is not None else run / f"leakage-{method}-{target}.json"
+    record = cs.save_result(path, "leakage", audit, done.result.to_dict(), done.settings, seed)
+    emit(record, as_json, f"Null-block leakage of {method} ({target}) on {len(test)} {audit.dataset} test images\n"
+         f"{cs.leakage_table(done.result)}\n-> {path}")
 
 
 @app.command("run")
