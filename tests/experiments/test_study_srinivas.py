@@ -1,0 +1,41 @@
+"""The srinivas study at --quick scale on real Fashion-MNIST."""
+
+import json
+
+import pytest
+
+from gradaudit.experiments import run_study
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def srinivas_run(fmnist_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("srinivas")
+    run_study("srinivas", quick=True, out=out, quiet=True, data_root=fmnist_root)
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_report_and_results_have_the_issue_keys(srinivas_run):
+    out, record = srinivas_run
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "GAN-test" in html and "Pixel perturbation" in html and "DiffROAR" in html
+    res = record["results"]
+    assert [m["model"] for m in res["models"]] == ["baseline", "gradient norm", "score matching",
+                                                   "anti-score matching"]
+    for m in res["models"]:
+        assert {"test_accuracy", "gan_test", "pixel_perturbation_area", "gradient_norm"} <= set(m)
+        assert 0.0 <= m["gan_test"] <= 1.0
+    assert set(res["perturbation"]) == set(res["diffroar"]) == {m["model"] for m in res["models"]}
+    for d in res["diffroar"].values():
+        assert d["levels"] == [0.05, 0.2]
+
+
+def test_regularizers_act_as_intended(srinivas_run):
+    rows = {m["model"]: m for m in srinivas_run[1]["results"]["models"]}
+    # the regularized models were really trained with a penalty, and it shrank their gradients
+    assert rows["gradient norm"]["reg_weight"] > 0 and rows["score matching"]["reg_weight"] > 0
+    assert rows["gradient norm"]["gradient_norm"] < rows["baseline"]["gradient_norm"]
+    assert rows["score matching"]["gradient_norm"] < rows["baseline"]["gradient_norm"]
+    proxy = srinivas_run[1]["results"]["proxy"]
+    assert proxy["gan_test_on_real_images"] >= proxy["test_accuracy"] - 0.1
