@@ -246,8 +246,8 @@ def run_diffroar(audit: Audit, method: str, given: Mapping[str, Any], *, n_train
     result = evaluation.diffroar(audit.model, train, test, method=method, method_options=options,
                                  spec=audit.spec, recipe=audit.recipe, out=folder / "retrains",
                                  device=device, quiet=quiet, **kw)
-    settings = {**method_settings(method, given, fitted, kw["target"], fit_n, len(test)),
-                "n_train": len(train), "train_is_run_data": audit.trained_on(full)}
+    settings = method_settings(method, given, fitted, kw["target"], fit_n, len(test))
+    settings.update(n_test=settings.pop("n_images"), n_train=len(train), train_is_run_data=audit.trained_on(full))
     return result, settings
 
 
@@ -390,5 +390,5 @@ def save_diffroar_plot(result: Any, path: Path, title: str) -> Path:
     if result.random is not None:
         curves["random"] = series(result.random)
     extra = {label: series(result.mask_only["attribution"])} if "attribution" in result.mask_only else None
-    fig = diffroar_curves(curves, title=title, extra=extra)
+    fig = diffroar_curves(curves, title=title, extra=extra, random_line=result.random is None)
     return save_figure(fig, path, formats=("png",))[0]
