@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 # The data root: GRADAUDIT_DATA if set, else ../shared/data when it exists, else ./data.
 GRADAUDIT_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
 export GRADAUDIT_DATA
+# OpenMP threads sleep when idle instead of spinning (much faster on a shared CPU).
+OMP_WAIT_POLICY ?= PASSIVE
+export OMP_WAIT_POLICY
 
 .PHONY: run test lint bench clean
 

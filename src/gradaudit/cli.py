@@ -519,6 +519,10 @@ def report_cmd(
 
 def main() -> None:
     """Entry point: run the app, mapping user errors to one line and exit status 2."""
+    # Idle OpenMP threads sleep instead of spinning: on a shared or oversubscribed CPU,
+    # spinning made small-op training up to ~18x slower (bench/bench_diffroar_fmnist.py).
+    # It must be set before torch loads its OpenMP runtime; an explicit setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     tune_malloc()
     debug = "--debug" in sys.argv or os.environ.get("GRADAUDIT_DEBUG") == "1"
     if "--debug" in sys.argv:
