@@ -22,19 +22,26 @@ from ._io import to_jsonable, write_json
 from ._provenance import provenance
 from ._validation import ParameterError, check_choice, check_int, unknown_name
 from .data import ImageSet
+from .models import ModelSpec
+from .training import Recipe, load_run
+from .training.fit import data_fingerprint
 
 __all__ = [
     "BLOCK_DATASETS",
     "PERTURB_KINDS",
     "Audit",
     "Evaluated",
+    "PerturbKind",
     "diffroar_table",
     "evaluate",
+    "fit_method",
     "leakage_table",
     "load_audit",
+    "method_settings",
     "parse_method_options",
     "perturb_options",
     "preflight",
+    "require_blocks",
     "road_table",
     "run_diffroar",
     "save_diffroar_plot",
@@ -85,20 +92,14 @@ class Audit:
 
     def trained_on(self, train: ImageSet) -> bool:
         """Whether ``train`` (a whole train split) is the data the run was fitted on."""
-        from .training.fit import data_fingerprint
-
         return self.info["data"].get("fingerprint") == data_fingerprint(train)
 
     @property
-    def spec(self) -> Any:
-        from .models import ModelSpec
-
+    def spec(self) -> ModelSpec:
         return ModelSpec(**self.info["spec"])
 
     @property
-    def recipe(self) -> Any:
-        from .training import Recipe
-
+    def recipe(self) -> Recipe:
         return Recipe(**self.info["recipe"])
 
     def describe(self) -> dict[str, Any]:
@@ -111,8 +112,6 @@ def load_audit(run: Path, data_root: Path | None, device: str) -> Audit:
     Raises:
         ParameterError: ``run`` is not a finished run, or its run.json names no dataset.
     """
-    from .training import load_run
-
     model, info = load_run(run, device=device)
     if not isinstance(info.get("data"), Mapping) or not info["data"].get("name"):
         raise ParameterError(f"The run {run} records no dataset name in run.json; evaluate it with the library instead.")
@@ -153,23 +152,21 @@ def parse_method_options(method: str, texts: Sequence[str] | None) -> dict[str, 
     return given
 
 
-def _fitted_options(audit: Audit, method: str, given: Mapping[str, Any], fit_n: int, seed: int,
-                    train: ImageSet | None) -> dict[str, Any]:
-    """Options computed from the first ``fit_n`` training images (patterns, references, data
-    mean) when ``method`` needs one that was not given."""
+def fit_method(audit: Audit, method: str, given: Mapping[str, Any], *, fit_n: int, seed: int,
+               train: ImageSet | None = None) -> tuple[dict[str, Any], list[str]]:
+    """(every option of ``method`` to pass on, names of the fitted ones).
+
+    Options that ``method`` requires and were not given (patterns, reference set), and the
+    data mean for ``baseline=mean``, are fitted with ``attribution.fit_options`` on the first
+    ``fit_n`` training images (``train`` if given, else the run's train split).
+    """
     spec = attribution.get_method(method)
     missing = any(opt.required and key not in given for key, opt in spec.options.items())
     if not missing and not (given.get("baseline") == "mean" and "data_mean" not in given):
-        return {}
+        return dict(given), []
     images = (train if train is not None else audit.load("train")).subset(slice(0, fit_n))
     fitted = attribution.fit_options(method, audit.model, images.x.to(audit.device), seed=seed)
-    return {k: v for k, v in fitted.items() if k not in given}
-
-
-def fit_method(audit: Audit, method: str, given: Mapping[str, Any], *, fit_n: int, seed: int,
-               train: ImageSet | None = None) -> tuple[dict[str, Any], list[str]]:
-    """(every option of ``method`` to pass on, names of the fitted ones)."""
-    fitted = _fitted_options(audit, method, given, fit_n, seed, train)
+    fitted = {k: v for k, v in fitted.items() if k not in given}
     return {**fitted, **given}, sorted(fitted)
 
 
@@ -193,12 +190,12 @@ def evaluate(audit: Audit, method: str, given: Mapping[str, Any], images: ImageS
     """Check the arguments, attribute ``images`` with ``method``, run ``metric`` on the maps."""
     check_choice(target, "target", caller, TARGETS)
     check_int(fit_n, "fit_n", caller, 1)
+    images = images.to(audit.device)
     preflight(metric, images)
     options, fitted = fit_method(audit, method, given, fit_n=fit_n, seed=seed)
-    x, y = images.x.to(audit.device), images.y.to(audit.device)
-    maps = attribution.attribute(method, audit.model, x, y if target == "label" else "predicted",
+    maps = attribution.attribute(method, audit.model, images.x, images.y if target == "label" else "predicted",
                                  seed=seed, **options)
-    result = metric(images.to(audit.device), maps, quiet)
+    result = metric(images, maps, quiet)
     return Evaluated(result, method_settings(method, given, fitted, target, fit_n, len(images)))
 
 
@@ -264,11 +261,13 @@ def require_blocks(audit: Audit) -> None:
 # ---- tables -----------------------------------------------------------------------------------
 
 def _pm(mean: float, std: float) -> str:
-    """'0.9123 ± 0.0040', or the mean alone where the std is undefined (one seed)."""
+    """A signed difference '+0.5160 ± 0.0933', or the mean alone where the std is undefined
+    (one seed)."""
     return f"{mean:+.4f}" if std != std else f"{mean:+.4f} ± {std:.4f}"
 
 
 def _acc(mean: float, std: float) -> str:
+    """An accuracy or share '0.9123 ± 0.0040' (the mean alone for one seed)."""
     return f"{mean:.4f}" if std != std else f"{mean:.4f} ± {std:.4f}"
 
 
