@@ -103,7 +103,7 @@ class Audit:
         return Recipe(**self.info["recipe"])
 
     def describe(self) -> dict[str, Any]:
-        return {"run": str(self.run), "dataset": self.dataset, "data_seed": self.data_seed}
+        return {"run": str(self.run.resolve()), "dataset": self.dataset, "data_seed": self.data_seed}
 
 
 def load_audit(run: Path, data_root: Path | None, device: str) -> Audit:

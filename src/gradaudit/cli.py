@@ -344,7 +344,7 @@ def diffroar_cmd(
     if not settings["train_is_run_data"]:
         typer.echo(f"note: {run} was trained on other data than {audit.dataset!r} (seed {audit.data_seed}) "
                    "loads here; the retrains use the loaded data.", err=True)
-    emit(record, as_json, f"DiffROAR of {method} ({target}) on {audit.dataset}, {len(result.seeds)} seeds\n"
+    emit(record, as_json, f"DiffROAR of {method} ({target}) on {audit.dataset}, retrain seeds {list(result.seeds)}\n"
          f"{cs.diffroar_table(result)}\n-> {folder / 'diffroar.json'}, {plot}")
 
 
@@ -377,7 +377,7 @@ def road_cmd(
     audit = cs.load_audit(run, data_root, _device(device))
     test = audit.load("test", n, "gradaudit road")
     fracs = parse_floats(percentages, "percentages")
-    mean = audit.load("train").x.mean((0, 2, 3)) if fill == "mean" else None
+    mean = audit.load("train").x.mean((0, 2, 3)).to(audit.device) if fill == "mean" else None
 
     def metric(images: Any, maps: Any, silent: bool) -> Any:
         return evaluation.road(audit.model, images.x, images.y, maps, percentages=fracs, order=order, fill=fill,
