@@ -91,6 +91,7 @@ def test_diffroar_table_json_plot_library_and_resume(capsys, mnist_run, mnist_ro
     assert {"command", "run", "dataset", "data_seed", "seed", "settings", "levels", "seeds", "curves",
             "leakage", "config", "provenance"} <= set(record)
     assert record["command"] == "diffroar" and record["dataset"] == "mnist" and record["seed"] == 0
+    assert record["run"] == str(mnist_run.resolve()) and record["data_seed"] == 0
     assert record["settings"] == {"method": "grad", "method_options": {}, "fitted_options": [], "fit_n": None,
                                   "target": "label", "n_test": 200, "n_train": 500, "train_is_run_data": True}
     assert record["levels"] == [0.1, 0.5] and record["seeds"] == [0, 1]
@@ -137,7 +138,6 @@ def test_diffroar_table_json_plot_library_and_resume(capsys, mnist_run, mnist_ro
     assert _snapshot(out / "retrains" / "groups") == groups
 
 
-@pytest.mark.slow
 def test_road_matches_the_library(capsys, mnist_run, mnist_root, tmp_path):
     path = tmp_path / "road.json"
     code, text, err = run_cli(capsys, "road", "--run", str(mnist_run), "--n", "24", "--percentages", "0.2,0.5,0.8",
