@@ -85,7 +85,9 @@ def test_run_directory_contents(reference) -> None:
 def test_same_seed_gives_bit_identical_weights(reference) -> None:
     net, _, result = reference
     again = _net()
+    state = torch.get_rng_state()
     rerun = training.fit(again, toy(), RECIPE, quiet=True)  # in memory, no run directory
+    assert torch.equal(torch.get_rng_state(), state)  # the global RNG is never drawn from
     assert _same_weights(net, again)
     assert _without_time(rerun.history) == _without_time(result.history)
     other = _net()
@@ -166,6 +168,41 @@ def test_a_killed_run_of_another_recipe_is_refused(tmp_path) -> None:
     with pytest.raises(ParameterError, match=r"do not fit this model"):
         training.fit(models.build("mlp", (1, 8, 8), 4, hidden=(16,)), toy(), RECIPE, out=out, quiet=True)
     assert (out / CHECKPOINT).read_bytes() == ckpt
+
+
+def test_progress_bars_for_epochs_and_batches(monkeypatch) -> None:
+    import contextlib
+    import importlib
+
+    fit_module = importlib.import_module("gradaudit.training.fit")  # the module, not the function
+
+    calls: list[tuple] = []
+
+    class Recorder:
+        def add_task(self, name, total, completed=0):
+            calls.append(("add", name, total, completed))
+            return name
+
+        def advance(self, task):
+            calls.append(("advance", task))
+
+        def remove_task(self, task):
+            calls.append(("remove", task))
+
+    @contextlib.contextmanager
+    def fake_progress(quiet):
+        calls.append(("quiet", quiet))
+        yield Recorder()
+
+    monkeypatch.setattr(fit_module, "progress", fake_progress)
+    recipe = RECIPE.model_copy(update={"epochs": 2, "val_fraction": 0.0})
+    training.fit(_net(), toy(), recipe, quiet=True)
+    steps = -(-600 // 64)
+    assert calls[0] == ("quiet", True)
+    assert calls[1] == ("add", "epochs", 2, 0)
+    assert calls.count(("advance", "epoch 1")) == steps and calls.count(("advance", "epoch 2")) == steps
+    assert calls.count(("advance", "epochs")) == 2
+    assert ("add", "epoch 2", steps, 0) in calls and ("remove", "epoch 2") in calls
 
 
 def test_model_and_data_mismatch_raise_before_training() -> None:
