@@ -28,6 +28,10 @@ Each reports the median wall time per step, the CPU time (user + sys) per step a
 page faults per step; ratios are default/case (> 1: the case is faster). On a shared machine
 the CPU time and the page faults are the robust columns: wall time moves with the neighbours.
 
+On a machine shared with other jobs, run it with ``OMP_WAIT_POLICY=PASSIVE``: with the default
+(spinning) OpenMP threads, a 2-thread step measured 30–50× slower than with passive waiting
+there, because each parallel region waits for a thread that lost its core.
+
 Usage:
     python bench/bench_train_throughput.py [--repeats 5] [--rounds 3] [--threads N]
         [--skip-throughput] [--skip-allocator]
@@ -88,7 +92,8 @@ def header(threads: int) -> dict[str, object]:
     v = versions()
     print(f"# device: {cpu['model']}, {cpu['cores']} cores @ {cpu['ghz']:.2f} GHz, "
           f"{cpu['lanes']} fp32 lanes x 2 FMA -> peak {cpu['peak_gflops']:.0f} GFLOP/s; "
-          f"torch threads {threads}; load avg {os.getloadavg()[0]:.1f}")
+          f"torch threads {threads} (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}); "
+          f"load avg {os.getloadavg()[0]:.1f}")
     print(f"# versions: python {v['python']}, torch {v['torch']}, numpy {v['numpy']}, "
           f"gradaudit {v['gradaudit']}; git {rev['commit']}{' (dirty)' if rev['dirty'] else ''}")
     return cpu

@@ -140,3 +140,14 @@ def test_model_spec_round_trip() -> None:
 def test_bad_arguments_raise_clear_errors(call, match) -> None:
     with pytest.raises(ParameterError, match=match):
         call()
+
+
+def test_model_spec_rejects_unknown_names_at_once() -> None:
+    from pydantic import ValidationError
+
+    from gradaudit._validation import format_validation_error
+
+    with pytest.raises(ValidationError) as err:
+        models.ModelSpec(name="resnet-18", input_shape=CIFAR, num_classes=10)
+    line = format_validation_error(err.value)
+    assert "Unknown model: 'resnet-18'. Did you mean 'resnet18'?" in line and "\n" not in line

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from .registry import build
+from .._validation import unknown_name
+from .registry import MODELS, build
 
 __all__ = ["ModelSpec"]
 
@@ -22,6 +23,13 @@ class ModelSpec(BaseModel):
     num_classes: int = Field(ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
     normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in MODELS:
+            raise ValueError(unknown_name("model", name, MODELS))
+        return name
 
     def build(self, seed: int | None = 0) -> nn.Module:
         """A freshly initialised model of this spec."""
