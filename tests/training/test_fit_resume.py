@@ -76,6 +76,8 @@ def test_run_directory_contents(reference) -> None:
     assert info["data"]["n"] == 600 and info["data"]["name"] == "toy"
     assert info["versions"]["torch"] == torch.__version__
     assert "commit" in info["git"]
+    meta = read_metadata(out / WEIGHTS)  # the weights file describes itself too
+    assert meta["recipe"] == info["recipe"] and meta["spec"] == {"name": "mlp"} and "git" in meta
     assert _without_time(info["history"]) == _without_time(result.history)
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
     assert all(0 <= h["val_acc"] <= 1 for h in result.history)

@@ -331,7 +331,8 @@ def _train_epoch(
 
 
 def _finish(out: Path, model: nn.Module, ident: dict[str, Any], history: list[dict[str, float]]) -> None:
-    save_checkpoint(out / WEIGHTS, model, None, {}, {"spec": ident["spec"]})
+    # the weights file describes itself: model spec, recipe (with its seed), data, provenance
+    save_checkpoint(out / WEIGHTS, model, None, {}, {**ident, **provenance()})
     write_json(out / RUN_JSON, {**ident, "status": "complete", "history": history,
                                 "seconds": sum(h["seconds"] for h in history), **provenance()})
     (out / CHECKPOINT).unlink(missing_ok=True)
