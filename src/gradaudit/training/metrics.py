@@ -43,4 +43,4 @@ def accuracy(
         raise ParameterError(f"The 'y' argument of accuracy must have shape ({x.shape[0]},). Got {tuple(y.shape)}.")
     if x.shape[0] == 0:
         return float("nan")
-    return int((predict(model, x, batch_size=batch_size, device=device) == y.cpu()).sum()) / x.shape[0]
+    return (predict(model, x, batch_size=batch_size, device=device) == y.cpu()).float().mean().item()
