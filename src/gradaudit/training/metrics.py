@@ -38,9 +38,9 @@ def accuracy(
     batch_size: int = 1000,
     device: str | torch.device | None = None,
 ) -> float:
-    """Share of ``x`` classified as ``y``, in eval mode (NaN for no images)."""
+    """Share of ``x`` classified as ``y`` (exactly: count / n), in eval mode; NaN for no images."""
     if y.shape != (x.shape[0],):
         raise ParameterError(f"The 'y' argument of accuracy must have shape ({x.shape[0]},). Got {tuple(y.shape)}.")
     if x.shape[0] == 0:
         return float("nan")
-    return (predict(model, x, batch_size=batch_size, device=device) == y.cpu()).float().mean().item()
+    return int((predict(model, x, batch_size=batch_size, device=device) == y.cpu()).sum()) / x.shape[0]
