@@ -232,12 +232,7 @@ def fit(
     optimizer = make_optimizer(model.parameters(), recipe)
     gens = {"cpu": torch.Generator().manual_seed(recipe.seed),
             "device": torch.Generator(device=device).manual_seed(recipe.seed + 1)}
-    history: list[dict[str, float]] = []
-    start = 0
-    if out_dir is not None and (out_dir / CHECKPOINT).exists():
-        _check_same(out_dir, _readable(read_metadata, out_dir / CHECKPOINT), ident)
-        meta = _load_into(out_dir / CHECKPOINT, model, optimizer, gens)
-        start, history = int(meta["epoch"]), list(meta["history"])
+    start, history = _resume(out_dir, ident, model, optimizer, gens)
 
     t0 = time.perf_counter()
     with progress(quiet) as bar:
@@ -258,6 +253,16 @@ def fit(
     if out_dir is not None:
         _finish(out_dir, model, ident, history)
     return FitResult(model, recipe, history, seconds, False, out_dir)
+
+
+def _resume(out: Path | None, ident: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+            gens: dict[str, torch.Generator]) -> tuple[int, list[dict[str, float]]]:
+    """(first epoch to train, history so far): from the checkpoint of a killed run, if any."""
+    if out is None or not (out / CHECKPOINT).exists():
+        return 0, []
+    _check_same(out, _readable(read_metadata, out / CHECKPOINT), ident)
+    meta = _load_into(out / CHECKPOINT, model, optimizer, gens)
+    return int(meta["epoch"]), list(meta["history"])
 
 
 def _readable(read: Callable[[Path], Any], path: Path) -> Any:
