@@ -10,26 +10,27 @@ in the heap and are reused. It is a no-op off glibc. The cost: up to 1 GiB of fr
 stays with the process instead of going back to the OS.
 
 Measured with ``bench/bench_train_throughput.py`` (AMD EPYC, 2 cores, glibc 2.36, torch
-2.13, 2 threads, on a machine shared with other jobs, so CPU time per step is the robust
-figure; medians of 3 interleaved rounds × 5 repeats; faults tuned = ``mallopt`` at start;
-CPU-time ratio = default / tuned, the range over the three tuned variants: the environment
-variables, ``mallopt`` at start, ``mallopt`` after warm-up):
+2.13, 2 threads with ``OMP_WAIT_POLICY=PASSIVE``, load average 2 on a shared machine;
+medians of 3 interleaved rounds × 5 repeats, each case in a fresh process; faults tuned =
+``mallopt`` at start; ratios = default / tuned, the range over the three tuned variants: the
+environment variables, ``mallopt`` at start, ``mallopt`` after warm-up):
 
-=======================================  ==============  ============  ==========
-workload (per step)                      faults default  faults tuned  CPU time
-=======================================  ==============  ============  ==========
-MLP 784-256-256-10 fwd+bwd, 3200 rows               690           120  0.99–1.07×
-l-inf PGD-10 + training step, 3200 rows           17528           967  1.09–1.17×
-small CNN fwd+bwd, 512 rows                       42637             0  1.26–1.28×
-=======================================  ==============  ============  ==========
+=======================================  ==============  ============  ==========  ==========
+workload (per step)                      faults default  faults tuned  wall time   CPU time
+=======================================  ==============  ============  ==========  ==========
+MLP 784-256-256-10 fwd+bwd, 3200 rows               829           120  1.02–1.06×  1.04–1.08×
+l-inf PGD-10 + training step, 3200 rows           30912           976  1.14–1.20×  1.12–1.16×
+small CNN fwd+bwd, 512 rows                       53280             0  1.34–1.37×  1.35–1.39×
+=======================================  ==============  ============  ==========  ==========
 
-So the gain is real but modest (0–30%), not 2×; the MLP step alone barely changes (glibc's
+So the gain is real but modest (2–37%), not 2×; the MLP step alone barely changes (glibc's
 dynamic threshold already adapts to its 10 MiB buffers). Both thresholds must be set: the
-``MALLOC_TRIM_THRESHOLD_`` environment variable alone turns the dynamic mmap threshold off and
-leaves it at 128 KiB, which *halves* the speed (0.5–0.8×, up to 16× the page faults); the mmap
-threshold alone gains nothing. ``mallopt`` at run time is not too late: called at start-up
-(as ``gradaudit``'s CLI does, before torch is imported) or even after warm-up steps, it
-matches ``MALLOC_MMAP_THRESHOLD_`` + ``MALLOC_TRIM_THRESHOLD_`` set before the process starts.
+``MALLOC_TRIM_THRESHOLD_`` environment variable alone turns the dynamic mmap threshold off
+and leaves it at 128 KiB, which costs up to half the speed (0.55–0.81×, up to 9× the page
+faults); the mmap threshold alone gains little (0.98–1.09×). ``mallopt`` at run time is not
+too late: called at start-up (as ``gradaudit``'s CLI does, before torch is imported) or even
+after warm-up steps, it matches ``MALLOC_MMAP_THRESHOLD_`` + ``MALLOC_TRIM_THRESHOLD_`` set
+before the process starts.
 Thresholds of 256 MiB and more remove the faults of all three workloads; 16–64 MiB do not.
 tcmalloc was not measured (``libtcmalloc_minimal.so.4`` is not installed here).
 """
