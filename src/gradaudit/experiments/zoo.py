@@ -50,6 +50,8 @@ class ZooDataset(BaseModel):
     n_train: int = Field(ge=10, description="Training images whose attributions feed DiffROAR retraining.")
     n_test: int = Field(ge=10, description="Test images for DiffROAR, leakage, ROAD and pixel perturbation.")
     n_perturb: int = Field(500, ge=10, description="Test images for ROAD and pixel perturbation.")
+    n_model_train: int | None = Field(None, ge=100, description="Train the audited models on the first n "
+                                                                "training images (None: all).")
     diffroar_n_train: dict[str, int] = Field(
         default_factory=dict, description="Per model label: fewer retraining images (e.g. for a CPU ResNet).")
 
@@ -110,12 +112,12 @@ class ZooConfig(StudyConfig):
 
 QUICK: dict[str, Any] = {
     "blockmnist": _blockmnist(600, 200, 300, epochs=2).model_dump(mode="json")
-    | {"n_perturb": 100},
-    "fmnist": _fmnist(1500, 300, epochs=2).model_dump(mode="json") | {"n_perturb": 100},
+    | {"n_perturb": 100, "n_model_train": 3000},
+    "fmnist": _fmnist(1500, 300, epochs=2).model_dump(mode="json") | {"n_perturb": 100, "n_model_train": 6000},
     "method_options": {"ig": {"n_steps": 8}, "pattern-ig": {"n_steps": 8}, "expected-grad": {"n_samples": 8},
                        "smoothgrad": {"n_samples": 5}, "smoothgrad-sq": {"n_samples": 5},
                        "vargrad": {"n_samples": 5}, "sg-ig": {"n_samples": 3, "n_steps": 4}},
-    "diffroar": {"levels": [0.05, 0.2], "seeds": 2, "mask_only": False},
+    "diffroar": {"levels": [0.1], "seeds": 2, "mask_only": False},
     "road_percentages": [0.2, 0.5, 0.8],
 }
 
@@ -178,9 +180,11 @@ def run(cfg: ZooConfig, ctx: Context) -> dict[str, Any]:
         full_test = dataset(ctx, name, "test", cfg.seed)
         train, test = full_train.subset(slice(0, ds.n_train)), full_test.subset(slice(0, ds.n_test))
         data_cfg = {"name": name, "seed": cfg.seed, "n_train": len(train), "n_test": len(test)}
+        model_train = full_train if ds.n_model_train is None else full_train.subset(slice(0, ds.n_model_train))
+        model_data = {"name": name, "seed": cfg.seed} | ({} if ds.n_model_train is None else
+                                                          {"n_train": ds.n_model_train})
         for i, m in enumerate(ds.models):
-            tm = trained_model(ctx, m, f"zoo-{name}-{i}", full_train, full_test,
-                               {"name": name, "seed": cfg.seed})
+            tm = trained_model(ctx, m, f"zoo-{name}-{i}", model_train, full_test, model_data)
             models.append({"dataset": name, "model": m.label, **tm.summary})
             for method in cfg.method_list():
                 row, maps = _cell(ctx, cfg, name, ds, tm, method, train, test, data_cfg)
