@@ -483,7 +483,7 @@ def run_cmd(
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the merged config as YAML and exit.")] = False,
     out: Annotated[Path | None, typer.Option(help="Study folder (default runs/<study>).")] = None,
     store: Annotated[Path | None, typer.Option(help="Run store shared by studies (default <out>/store).")] = None,
-    executor: Annotated[str, typer.Option(help="inprocess, or ray (pip install 'gradaudit[ray]').")] = "inprocess",
+    executor: Annotated[str, typer.Option(help="inprocess, or ray (pip install 'gradaudit\\[ray]').")] = "inprocess",
     data_root: DataRoot = None,
     device: Device = "cpu",
     quiet: Quiet = False,

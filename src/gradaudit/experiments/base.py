@@ -19,7 +19,7 @@ from typing import Any
 from .._io import read_json, write_json
 from .._provenance import provenance
 from .._validation import ParameterError, unknown_name
-from ..runs import RunStore
+from ..runs import Executor, InProcessExecutor, RunStore, make_executor
 from .config import StudyConfig, build_config, to_yaml
 
 __all__ = [
@@ -48,7 +48,8 @@ class Context:
         quiet: No progress bars.
         data_root: The data root (None: $GRADAUDIT_DATA or ./data).
         quick: Whether the --quick preset is in force (shown in the report).
-        executor: Name of the executor for independent jobs ("inprocess" or "ray").
+        executor: Runs batches of independent jobs (models, DiffROAR curves): in this
+            process, or on Ray workers sharing the store root and the data root.
     """
 
     out: Path
@@ -57,7 +58,7 @@ class Context:
     quiet: bool = False
     data_root: Path | None = None
     quick: bool = False
-    executor: str = "inprocess"
+    executor: Executor = field(default_factory=InProcessExecutor)
 
 
 @dataclass(frozen=True)
@@ -131,10 +132,11 @@ def run_study(
     study = get_study(name)
     cfg = study_config(name, quick=quick, config=config, overrides=overrides)
     out_dir = Path(out) if out is not None else Path("runs") / name
-    ctx = Context(out=out_dir, store=RunStore(store if store is not None else out_dir / "store"),
-                  device=device, quiet=quiet, data_root=Path(data_root) if data_root else None,
-                  quick=quick, executor=executor)
-    return execute(study, cfg, ctx)
+    with make_executor(executor) as ex:
+        ctx = Context(out=out_dir, store=RunStore(store if store is not None else out_dir / "store"),
+                      device=device, quiet=quiet, data_root=Path(data_root) if data_root else None,
+                      quick=quick, executor=ex)
+        return execute(study, cfg, ctx)
 
 
 def execute(study: Study, cfg: StudyConfig, ctx: Context) -> Path:

@@ -22,17 +22,16 @@ from ..training import Recipe
 from . import narrative
 from .base import Context, Study, register
 from .config import StudyConfig
+from .measures import DiffROARRequest, DiffROARSettings, diffroar_results, road_result
 from .reporting import add_diffroar, add_footer, add_road, leakage_rows
 from .steps import (
-    DiffROARSettings,
+    DataRef,
     ModelConfig,
     attribution_maps,
-    dataset,
-    diffroar_result,
     load_arrays,
-    road_result,
     save_arrays,
-    trained_model,
+    study_data,
+    trained_models,
 )
 
 __all__ = ["BlockMNISTConfig"]
@@ -98,43 +97,36 @@ def _figure_indices(test: Any) -> torch.Tensor:
     return torch.cat(picks)
 
 
-def _split(ctx: Context, name: str, cfg: BlockMNISTConfig) -> tuple[Any, Any, dict[str, Any]]:
-    train = dataset(ctx, name, "train", cfg.seed)
-    test = dataset(ctx, name, "test", cfg.seed)
-    if cfg.n_train is not None:
-        train = train.subset(slice(0, cfg.n_train))
-    if cfg.n_test is not None:
-        test = test.subset(slice(0, cfg.n_test))
-    return train, test, {"name": name, "seed": cfg.seed, "n_train": len(train), "n_test": len(test)}
-
-
 def run(cfg: BlockMNISTConfig, ctx: Context) -> dict[str, Any]:
     results: dict[str, Any] = {"models": [], "leakage": [], "diffroar": {}, "road": {}}
     arrays: dict[str, torch.Tensor] = {}
+    requests: list[DiffROARRequest] = []
     for name in cfg.datasets:
-        train, test, data_cfg = _split(ctx, name, cfg)
+        ref = DataRef(name=name, seed=cfg.seed, n_train=cfg.n_train, n_test=cfg.n_test)
+        train, test = study_data(ctx, ref)
+        split = ref.model_dump(mode="json")
         show = _figure_indices(test)
         arrays[f"{name}/x"] = test.x[show]
-        random_done = False
-        for i, m in enumerate(cfg.models):
-            tm = trained_model(ctx, m, f"{name}-{i}", train, test, data_cfg)
-            split = {**data_cfg, "split": "test"}
-            g_test, seconds = attribution_maps(ctx, tm, cfg.method, test, split, target=cfg.target, seed=cfg.seed)
-            leak = leakage(g_test, test.per_image["null_mask"], test.per_image["signal_mask"], ks=cfg.leakage_ks,
-                           seed=cfg.seed)
-            results["models"].append({"dataset": name, "model": m.label, **tm.summary, "attribution_seconds": seconds})
-            results["leakage"].append({"dataset": name, "model": m.label,
+        models = trained_models(ctx, [(f"{name}-{i}", m, ref) for i, m in enumerate(cfg.models)])
+        for i, tm in enumerate(models):
+            g_test = attribution_maps(ctx, tm, cfg.method, test, {**split, "split": "test"}, target=cfg.target,
+                                      seed=cfg.seed)
+            leak = leakage(g_test.values, test.per_image["null_mask"], test.per_image["signal_mask"],
+                           ks=cfg.leakage_ks, seed=cfg.seed)
+            results["models"].append({"dataset": name, "model": tm.label, **tm.summary,
+                                      "attribution_seconds": g_test.seconds})
+            results["leakage"].append({"dataset": name, "model": tm.label,
                                        **{k: v for k, v in leak.to_dict().items() if k != "provenance"}})
-            arrays[f"{name}/g{i}"] = g_test[show]
-            if name == "blockmnist" and m.label in cfg.diffroar_models:
-                g_train, _ = attribution_maps(ctx, tm, cfg.method, train, {**data_cfg, "split": "train"},
-                                              target=cfg.target, seed=cfg.seed)
-                results["diffroar"][m.label] = diffroar_result(
-                    ctx, tm, train, test, (g_train, g_test), cfg.diffroar, label=cfg.method,
-                    random=not random_done, seed=cfg.seed, target=cfg.target)
-                random_done = True
-                results["road"][m.label] = road_result(ctx, tm, test, g_test, label=cfg.method,
-                                                       percentages=cfg.road_percentages, seed=cfg.seed)
+            arrays[f"{name}/g{i}"] = g_test.values[show]
+            if name == "blockmnist" and tm.label in cfg.diffroar_models:
+                g_train = attribution_maps(ctx, tm, cfg.method, train, {**split, "split": "train"},
+                                           target=cfg.target, seed=cfg.seed)
+                requests.append(DiffROARRequest(tm, ref, (g_train.key, g_test.key), cfg.diffroar, cfg.method,
+                                                random=not requests, seed=cfg.seed, target=cfg.target))
+                results["road"][tm.label] = road_result(ctx, tm, test, g_test.values, label=cfg.method,
+                                                        percentages=cfg.road_percentages, seed=cfg.seed)
+    for request, res in zip(requests, diffroar_results(ctx, requests), strict=True):
+        results["diffroar"][request.trained.label] = res
     save_arrays(ctx, arrays)
     results["findings"] = narrative.blockmnist_findings(results)
     return results

@@ -20,7 +20,8 @@ from ..report import Report
 from ..training import Recipe
 from .base import Context, Study, register
 from .diffroar_study import DiffROARStudyConfig, report_diffroar_study, run_diffroar_study
-from .steps import DiffROARSettings, ModelConfig
+from .measures import DiffROARSettings
+from .steps import ModelConfig
 
 __all__ = ["Cifar10Config"]
 

@@ -20,16 +20,9 @@ from ..report import Report
 from . import narrative
 from .base import Context
 from .config import StudyConfig
+from .measures import DiffROARRequest, DiffROARSettings, diffroar_results, road_result
 from .reporting import add_diffroar, add_footer, add_road, leak_aware_rows
-from .steps import (
-    DiffROARSettings,
-    ModelConfig,
-    attribution_maps,
-    dataset,
-    diffroar_result,
-    road_result,
-    trained_model,
-)
+from .steps import DataRef, ModelConfig, attribution_maps, study_data, trained_models
 
 __all__ = ["DiffROARStudyConfig", "report_diffroar_study", "run_diffroar_study"]
 
@@ -63,36 +56,50 @@ class DiffROARStudyConfig(StudyConfig):
         return self
 
 
+def _with_random(res: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
+    """``res`` with the random control of ``source``: random rankings do not depend on the
+    audited model or the attribution target, only on the architecture and recipe, so one
+    random control per architecture serves every model and target."""
+    if res is source or "random" not in source["curves"]:
+        return res
+    out = {**res, "curves": {**res["curves"], "random": source["curves"]["random"]}}
+    if "random" in source.get("leakage", {}):
+        out["leakage"] = {**res.get("leakage", {}), "random": source["leakage"]["random"]}
+    return out
+
+
 def run_diffroar_study(cfg: DiffROARStudyConfig, ctx: Context) -> dict[str, Any]:
-    train = dataset(ctx, cfg.dataset, "train", cfg.seed, **cfg.data_options)
-    test = dataset(ctx, cfg.dataset, "test", cfg.seed, **cfg.data_options)
-    if cfg.n_train is not None:
-        train = train.subset(slice(0, cfg.n_train))
-    if cfg.n_test is not None:
-        test = test.subset(slice(0, cfg.n_test))
+    ref = DataRef(name=cfg.dataset, seed=cfg.seed, options=cfg.data_options, n_train=cfg.n_train, n_test=cfg.n_test)
+    train, test = study_data(ctx, ref)
     if train.num_classes < 2:
         raise ParameterError(f"{cfg.dataset} has fewer than 2 classes in its first {len(train)} images.")
-    data_cfg = {"name": cfg.dataset, "seed": cfg.seed, "n_train": len(train), "n_test": len(test),
-                **cfg.data_options}
+    split = ref.model_dump(mode="json")
     results: dict[str, Any] = {"models": [], "diffroar": {t: {} for t in cfg.targets}, "road": {}}
-    random_done: set[str] = set()
-    for i, m in enumerate(cfg.models):
-        tm = trained_model(ctx, m, f"{cfg.dataset}-{i}", train, test, data_cfg)
-        results["models"].append({"model": m.label, **tm.summary})
-        arch = f"{tm.spec.model_dump_json()}|{m.recipe.standard().model_dump_json()}"
+    # 1. every audited model (independent jobs: one batch for the executor)
+    models = trained_models(ctx, [(f"{cfg.dataset}-{i}", m, ref) for i, m in enumerate(cfg.models)])
+    requests: list[tuple[str, DiffROARRequest]] = []
+    seen: set[str] = set()  # architecture+recipe whose random control is already requested
+    for tm in models:
+        results["models"].append({"model": tm.label, **tm.summary})
+        arch = f"{tm.spec.model_dump_json()}|{tm.config.recipe.standard().model_dump_json()}"
         for target in cfg.targets:
-            if target == "predicted" and cfg.predicted_models is not None and m.label not in cfg.predicted_models:
+            if target == "predicted" and cfg.predicted_models is not None and tm.label not in cfg.predicted_models:
                 continue
-            maps = tuple(attribution_maps(ctx, tm, cfg.method, s, {**data_cfg, "split": name}, target=target,
-                                          seed=cfg.seed)[0] for name, s in (("train", train), ("test", test)))
-            key = f"{arch}|{target}"
-            results["diffroar"][target][m.label] = diffroar_result(
-                ctx, tm, train, test, maps, cfg.diffroar, label=f"{cfg.method}-{target}",
-                random=key not in random_done, seed=cfg.seed, target=target)
-            random_done.add(key)
+            # 2. its input gradients on every train and test image
+            maps = [attribution_maps(ctx, tm, cfg.method, s, {**split, "split": name}, target=target, seed=cfg.seed)
+                    for name, s in (("train", train), ("test", test))]
+            requests.append((arch, DiffROARRequest(tm, ref, (maps[0].key, maps[1].key), cfg.diffroar,
+                                                   f"{cfg.method}-{target}", random=arch not in seen,
+                                                   seed=cfg.seed, target=target)))
+            seen.add(arch)
             if target == cfg.targets[0]:
-                results["road"][m.label] = road_result(ctx, tm, test, maps[1], label=f"{cfg.method}-{target}",
-                                                       percentages=cfg.road_percentages, seed=cfg.seed)
+                results["road"][tm.label] = road_result(ctx, tm, test, maps[1].values, label=f"{cfg.method}-{target}",
+                                                        percentages=cfg.road_percentages, seed=cfg.seed)
+    # 3. every DiffROAR curve (one batch for the executor); one random control per architecture
+    curves = diffroar_results(ctx, [r for _, r in requests])
+    random_of = {arch: res for (arch, r), res in zip(requests, curves, strict=True) if r.random}
+    for (arch, r), res in zip(requests, curves, strict=True):
+        results["diffroar"][r.target][r.trained.label] = _with_random(res, random_of[arch])
     results["findings"] = narrative.diffroar_findings(results)
     return results
 

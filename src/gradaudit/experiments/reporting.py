@@ -93,9 +93,12 @@ def leak_aware_rows(by_target: Mapping[str, Mapping[str, Mapping[str, Any]]]) ->
     """Per (model, target): mean DiffROAR, mean mask-only DiffROAR and their difference (k < 1)."""
     rows = []
     for target, by_model in by_target.items():
+        random_shown = False
         for label, res in by_model.items():
             lv = res["levels"]
-            names = ["attribution", *(["random"] if "random" in res["curves"] else [])]
+            with_random = "random" in res["curves"] and not random_shown
+            random_shown |= with_random
+            names = ["attribution", *(["random"] if with_random else [])]
             for name in names:
                 d = res["curves"][name]["diffroar"]["mean"]
                 leak = res.get("leakage", {}).get(name)

@@ -26,17 +26,17 @@ from ..training import Recipe
 from ..training.regularizers import recipe_fields
 from .base import Context, Study, register
 from .config import StudyConfig
+from .measures import DiffROARRequest, DiffROARSettings, diffroar_results
 from .reporting import add_diffroar, add_footer
 from .steps import (
-    DiffROARSettings,
+    DataRef,
     ModelConfig,
     TrainedModel,
     attribution_maps,
-    dataset,
-    diffroar_result,
     load_arrays,
     save_arrays,
-    trained_model,
+    study_data,
+    trained_models,
 )
 
 __all__ = ["SrinivasConfig", "Variant"]
@@ -130,12 +130,12 @@ def _samples(ctx: Context, tm: TrainedModel, proxy: TrainedModel, targets: torch
 
 
 def run(cfg: SrinivasConfig, ctx: Context) -> dict[str, Any]:
-    train = dataset(ctx, cfg.dataset, "train", cfg.seed)
-    test = dataset(ctx, cfg.dataset, "test", cfg.seed)
-    if cfg.n_train is not None:
-        train = train.subset(slice(0, cfg.n_train))
-    data_cfg = {"name": cfg.dataset, "seed": cfg.seed, "n_train": len(train)}
-    proxy = trained_model(ctx, cfg.proxy, "proxy", train, test, data_cfg)
+    ref = DataRef(name=cfg.dataset, seed=cfg.seed, n_train=cfg.n_train)
+    train, test = study_data(ctx, ref)
+    split = ref.model_dump(mode="json")
+    # the proxy and the four variants are independent jobs: one batch for the executor
+    proxy, *models = trained_models(ctx, [("proxy", cfg.proxy, ref)] + [
+        (f"srinivas-{i}", _model_config(cfg, v), ref) for i, v in enumerate(cfg.variants)])
     targets = gan_test_targets(cfg.gan_test.n_samples, labels=test.y)
     real = test.subset(slice(0, cfg.gan_test.n_samples))
     results: dict[str, Any] = {"proxy": {"model": cfg.proxy.label, **proxy.summary,
@@ -143,20 +143,23 @@ def run(cfg: SrinivasConfig, ctx: Context) -> dict[str, Any]:
                                "models": [], "perturbation": {}, "diffroar": {}}
     few = test.subset(slice(0, cfg.perturbation_n_test))
     arrays: dict[str, torch.Tensor] = {"x": test.x[: cfg.n_show]}
-    for i, v in enumerate(cfg.variants):
-        tm = trained_model(ctx, _model_config(cfg, v), f"srinivas-{i}", train, test, data_cfg)
+    requests = []
+    for i, (v, tm) in enumerate(zip(cfg.variants, models, strict=True)):
         gan, samples = _samples(ctx, tm, proxy, targets, cfg, train.input_shape, train.bounds)
-        grads = {split: attribution_maps(ctx, tm, "grad", s, {**data_cfg, "split": split}, seed=cfg.seed)[0]
-                 for split, s in (("train", train), ("test", test))}
-        pp = pixel_perturbation(tm.model, few.x, few.y, grads["test"][: len(few)], fill="constant", seed=cfg.seed)
+        grads = {s: attribution_maps(ctx, tm, "grad", images, {**split, "split": s}, seed=cfg.seed)
+                 for s, images in (("train", train), ("test", test))}
+        g_test = grads["test"].values
+        pp = pixel_perturbation(tm.model, few.x, few.y, g_test[: len(few)], fill="constant", seed=cfg.seed)
         results["perturbation"][v.label] = {"area": pp.score, **to_jsonable(pp.curve.to_dict())}
-        results["diffroar"][v.label] = diffroar_result(ctx, tm, train, test, (grads["train"], grads["test"]),
-                                                       cfg.diffroar, label="grad", random=i == 0, seed=cfg.seed)
+        requests.append(DiffROARRequest(tm, ref, (grads["train"].key, grads["test"].key), cfg.diffroar, "grad",
+                                        random=i == 0, seed=cfg.seed))
         results["models"].append({"model": v.label, "regularizer": v.regularizer, **tm.summary,
                                   "reg_weight": tm.config.recipe.reg_weight, "gan_test": gan["accuracy"],
-                                  "gradient_norm": grads["test"].flatten(1).norm(dim=1).mean().item(),
+                                  "gradient_norm": g_test.flatten(1).norm(dim=1).mean().item(),
                                   "pixel_perturbation_area": pp.score})
-        arrays[f"g{i}"], arrays[f"s{i}"] = grads["test"][: cfg.n_show], samples
+        arrays[f"g{i}"], arrays[f"s{i}"] = g_test[: cfg.n_show], samples
+    for v, res in zip(cfg.variants, diffroar_results(ctx, requests), strict=True):
+        results["diffroar"][v.label] = res
     save_arrays(ctx, arrays)
     results["findings"] = _findings(results)
     return results

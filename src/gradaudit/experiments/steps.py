@@ -1,17 +1,22 @@
-"""Cached building blocks shared by the studies: datasets, trained models, attribution maps.
+"""Cached building blocks shared by the studies: data references, trained models, maps.
 
 Each step is a run-store job keyed by its config, so studies that need the same model (the
 ``blockmnist`` and ``zoo`` studies both audit a standard BlockMNIST MLP, say) share it when
 they share a store, and a killed study resumes where it stopped.
+
+Model jobs are self-describing: their config names the data (a :class:`DataRef`), the
+architecture and the recipe, so :func:`trained_models` can hand a whole batch of them to the
+study's executor (in-process, or Ray workers that share the store root and the data root).
 """
 
 from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,23 +30,40 @@ from ..training import Recipe, accuracy, fit, load_run
 from .base import Context
 
 __all__ = [
-    "DiffROARSettings",
+    "DataRef",
+    "Maps",
     "ModelConfig",
     "TrainedModel",
     "attribution_maps",
     "dataset",
-    "diffroar_result",
     "load_arrays",
-    "road_result",
+    "load_data",
     "save_arrays",
+    "study_data",
+    "train_model_job",
     "trained_model",
+    "trained_models",
 ]
 
 MAPS = "maps.safetensors"
+ARRAYS = "arrays.safetensors"
+
+
+class DataRef(BaseModel):
+    """A dataset split pair as a job config can name it: loader name, seed and options, and
+    the first ``n_train`` / ``n_test`` images (None: all)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    seed: int = 0
+    options: dict[str, Any] = Field(default_factory=dict)
+    n_train: int | None = Field(None, ge=1)
+    n_test: int | None = Field(None, ge=1)
 
 
 class ModelConfig(BaseModel):
-    """One model to audit: the data it is trained on, its architecture and its recipe."""
+    """One model to audit: its architecture and its recipe."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -59,10 +81,30 @@ def _load(name: str, split: str, root: str | None, seed: int, options: tuple[tup
     return data.load(name, split, root=root, seed=seed, **dict(options))
 
 
+def _root(ctx: Context) -> str | None:
+    return str(ctx.data_root) if ctx.data_root is not None else None
+
+
 def dataset(ctx: Context, name: str, split: str, seed: int = 0, **options: Any) -> data.ImageSet:
     """A dataset split, loaded once per process (BlockMNIST and synthetic sets are seeded)."""
-    root = str(ctx.data_root) if ctx.data_root is not None else None
-    return _load(name, split, root, seed, tuple(sorted(options.items())))
+    return _load(name, split, _root(ctx), seed, tuple(sorted(options.items())))
+
+
+def load_data(ref: DataRef, data_root: str | None) -> tuple[data.ImageSet, data.ImageSet]:
+    """(train, test) of ``ref``, loaded once per process and cut to its sizes."""
+    opts = tuple(sorted(ref.options.items()))
+    train = _load(ref.name, "train", data_root, ref.seed, opts)
+    test = _load(ref.name, "test", data_root, ref.seed, opts)
+    if ref.n_train is not None:
+        train = train.subset(slice(0, ref.n_train))
+    if ref.n_test is not None:
+        test = test.subset(slice(0, ref.n_test))
+    return train, test
+
+
+def study_data(ctx: Context, ref: DataRef) -> tuple[data.ImageSet, data.ImageSet]:
+    """(train, test) of ``ref`` from the study's data root."""
+    return load_data(ref, _root(ctx))
 
 
 @dataclass(frozen=True)
@@ -73,7 +115,7 @@ class TrainedModel:
     model: nn.Module
     spec: ModelSpec
     config: ModelConfig
-    dataset: str
+    data: DataRef
     path: Path
     summary: dict[str, Any]
 
@@ -83,29 +125,51 @@ class TrainedModel:
         return self.path.name.rsplit("-", 1)[-1]
 
 
-def trained_model(
-    ctx: Context, cfg: ModelConfig, name: str, train: data.ImageSet, test: data.ImageSet,
-    data_config: dict[str, Any],
-) -> TrainedModel:
-    """Train (or load) the model of ``cfg`` on ``train``; test accuracy is recorded."""
+def _model_job_config(cfg: ModelConfig, ref: DataRef, train: data.ImageSet) -> dict[str, Any]:
     norm = (tuple(train.meta["mean"]), tuple(train.meta["std"])) if cfg.normalize else None
     spec = ModelSpec(name=cfg.model, input_shape=train.input_shape, num_classes=train.num_classes,
                      options=cfg.model_options, normalize=norm)
-    job_config = {"data": data_config, "spec": spec.model_dump(mode="json"),
-                  "recipe": cfg.recipe.model_dump(mode="json"), "init_seed": cfg.init_seed}
+    return {"data": ref.model_dump(mode="json"), "spec": spec.model_dump(mode="json"),
+            "recipe": cfg.recipe.model_dump(mode="json"), "init_seed": cfg.init_seed}
 
-    def train_one(job: Job) -> dict[str, Any]:
-        net = spec.build(seed=cfg.init_seed)
-        result = fit(net, train, cfg.recipe, out=job.path, device=ctx.device, quiet=ctx.quiet,
-                     spec=spec.model_dump(mode="json"))
-        return {"test_accuracy": accuracy(net, test.x, test.y, device=ctx.device),
-                "train_seconds": round(sum(h["seconds"] for h in result.history), 2),
-                "final_train_accuracy": result.history[-1]["train_acc"]}
 
-    summary = ctx.store.run("model", job_config, train_one, name=name)
-    job = ctx.store.job("model", job_config, name=name)
-    model, _ = load_run(job.path, device=ctx.device)
-    return TrainedModel(cfg.label, model, spec, cfg, data_config.get("name", train.name), job.path, summary)
+def train_model_job(job: Job, *, data_root: str | None, device: str, quiet: bool) -> dict[str, Any]:
+    """Train the model a job's config describes (resumes from its checkpoint); any worker."""
+    c = job.config
+    train, test = load_data(DataRef(**c["data"]), data_root)
+    spec = ModelSpec(**c["spec"])
+    net = spec.build(seed=c["init_seed"])
+    result = fit(net, train, Recipe(**c["recipe"]), out=job.path, device=device, quiet=quiet, spec=c["spec"])
+    return {"test_accuracy": accuracy(net, test.x, test.y, device=device),
+            "train_seconds": round(sum(h["seconds"] for h in result.history), 2),
+            "final_train_accuracy": result.history[-1]["train_acc"]}
+
+
+def trained_models(ctx: Context, requests: Sequence[tuple[str, ModelConfig, DataRef]]) -> list[TrainedModel]:
+    """Train (or load) every ``(store name, config, data)`` model, on the study's executor."""
+    configs = [_model_job_config(cfg, ref, load_data(ref, _root(ctx))[0]) for _, cfg, ref in requests]
+    names = [name for name, _, _ in requests]
+    fn = functools.partial(train_model_job, data_root=_root(ctx), device=ctx.device, quiet=ctx.quiet)
+    summaries = ctx.store.map("model", configs, fn, names=names, executor=ctx.executor)
+    out = []
+    for (name, cfg, ref), config, summary in zip(requests, configs, summaries, strict=True):
+        job = ctx.store.job("model", config, name=name)
+        model, _ = load_run(job.path, device=ctx.device)
+        out.append(TrainedModel(cfg.label, model, ModelSpec(**config["spec"]), cfg, ref, job.path, summary))
+    return out
+
+
+def trained_model(ctx: Context, cfg: ModelConfig, name: str, ref: DataRef) -> TrainedModel:
+    """Train (or load) one model (see :func:`trained_models`)."""
+    return trained_models(ctx, [(name, cfg, ref)])[0]
+
+
+class Maps(NamedTuple):
+    """Attribution maps of a split and what it took to compute them."""
+
+    values: torch.Tensor
+    seconds: float
+    key: str  # the maps job's hash (names them in other jobs' configs)
 
 
 def attribution_maps(
@@ -119,10 +183,11 @@ def attribution_maps(
     seed: int = 0,
     fit_on: data.ImageSet | None = None,
     options: dict[str, Any] | None = None,
-) -> tuple[torch.Tensor, float]:
-    """Attributions of ``images`` by ``method`` for ``trained``, cached; (maps, seconds).
+) -> Maps:
+    """Attributions of ``images`` by ``method`` for ``trained``, cached.
 
     Args:
+        split_config: Names the images in the job's config (data, split, subset).
         target: "label" (the true label, the paper) or "predicted".
         fit_on: Training data for data-dependent options (patterns, mean baseline,
             reference sets), fitted with ``attribution.fit_options``.
@@ -144,10 +209,7 @@ def attribution_maps(
 
     summary = ctx.store.run("maps", job_config, compute, name=f"{method}-{split_config.get('split', 'x')}")
     job = ctx.store.job("maps", job_config)
-    return load_tensors(job.path / MAPS)["maps"], float(summary["seconds"])
-
-
-ARRAYS = "arrays.safetensors"
+    return Maps(load_tensors(job.path / MAPS)["maps"], float(summary["seconds"]), job.hash)
 
 
 def save_arrays(ctx: Context, arrays: dict[str, torch.Tensor]) -> None:
@@ -159,75 +221,3 @@ def load_arrays(ctx: Context) -> dict[str, torch.Tensor]:
     """The arrays saved by :func:`save_arrays` (empty if none)."""
     path = ctx.out / ARRAYS
     return load_tensors(path) if path.is_file() else {}
-
-
-class DiffROARSettings(BaseModel):
-    """How a study runs DiffROAR (the retrain recipe is the audited model's, made standard)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    levels: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
-    seeds: int = Field(3, ge=1)
-    fill: str = Field("zero", pattern="^(zero|mean)$")
-    rank: str = Field("element", pattern="^(element|channel-sum)$")
-    mask_only: bool = True
-    max_stack: int = Field(64, ge=1)
-
-
-def diffroar_result(
-    ctx: Context,
-    trained: TrainedModel,
-    train: data.ImageSet,
-    test: data.ImageSet,
-    maps: tuple[torch.Tensor, torch.Tensor],
-    settings: DiffROARSettings,
-    *,
-    label: str,
-    random: bool,
-    seed: int = 0,
-    target: str = "label",
-) -> dict[str, Any]:
-    """DiffROAR of ``maps`` for ``trained`` (a cached, resumable store job); its ``to_dict()``.
-
-    ``label`` names the attribution in the job's config (with the model's hash); ``random``
-    adds the random-attribution control (needed once per architecture and recipe).
-    """
-    from ..evaluation import diffroar
-
-    job_config = {"model": trained.key, "attribution": label, "target": target, "random": random,
-                  "seed": seed, "settings": settings.model_dump(mode="json"),
-                  "train": train.name, "n_train": len(train), "n_test": len(test)}
-
-    def compute(job: Job) -> dict[str, Any]:
-        result = diffroar(trained.model, train, test, attributions=maps, spec=trained.spec,
-                          recipe=trained.config.recipe, target=target, levels=settings.levels,
-                          seeds=settings.seeds, seed=seed, fill=settings.fill, rank=settings.rank,
-                          random=random, mask_only=settings.mask_only, out=job.path / "retrains",
-                          max_stack=settings.max_stack, device=ctx.device, quiet=ctx.quiet)
-        return result.to_dict()
-
-    return ctx.store.run("diffroar", job_config, compute, name=f"diffroar-{label}")
-
-
-def road_result(
-    ctx: Context,
-    trained: TrainedModel,
-    test: data.ImageSet,
-    maps: torch.Tensor,
-    *,
-    label: str,
-    percentages: list[float],
-    seed: int = 0,
-) -> dict[str, Any]:
-    """ROAD (MoRF and LeRF, noisy linear imputation, ranked by |attribution|), cached."""
-    from ..evaluation import road
-
-    job_config = {"model": trained.key, "attribution": label, "percentages": percentages, "seed": seed,
-                  "n_test": len(test), "test": test.name}
-
-    def compute(job: Job) -> dict[str, Any]:
-        result = road(trained.model, test.x, test.y, maps, percentages=percentages, absolute=True,
-                      rank="element", seed=seed, device=ctx.device, quiet=ctx.quiet)
-        return result.to_dict()
-
-    return ctx.store.run("road", job_config, compute, name=f"road-{label}")

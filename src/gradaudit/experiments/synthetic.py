@@ -23,7 +23,7 @@ from ..training import Recipe, robust_accuracy
 from . import narrative
 from .base import Context, Study, register
 from .config import StudyConfig
-from .steps import ModelConfig, dataset, load_arrays, save_arrays, trained_model
+from .steps import DataRef, ModelConfig, load_arrays, save_arrays, study_data, trained_models
 
 __all__ = ["SyntheticConfig"]
 
@@ -103,17 +103,17 @@ QUICK: dict[str, Any] = {
 
 
 def _run_v1(cfg: V1Config, seed: int, ctx: Context) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
-    opts = {"dim": cfg.dim, "n_train": cfg.n_train, "n_test": cfg.n_test}
-    train = dataset(ctx, "synthetic-v1", "train", seed, **opts)
-    test = dataset(ctx, "synthetic-v1", "test", seed, **opts)
+    ref = DataRef(name="synthetic-v1", seed=seed, options={"dim": cfg.dim, "n_train": cfg.n_train,
+                                                           "n_test": cfg.n_test})
+    _, test = study_data(ctx, ref)
     rows, arrays = [], {"v1/x": test.x[: cfg.n_show].flatten(1)}
-    for i, m in enumerate(cfg.models):
-        tm = trained_model(ctx, m, f"v1-{i}", train, test, {"name": "synthetic-v1", "seed": seed, **opts})
+    models = trained_models(ctx, [(f"v1-{i}", m, ref) for i, m in enumerate(cfg.models)])
+    for i, tm in enumerate(models):
         g = attribution.attribute(cfg.gradient, tm.model, test.x.to(ctx.device), test.y.to(ctx.device)).cpu()
         rank = signal_rank(g, test.per_image["signal_index"])
         curve = robust_accuracy(tm.model, test.x.to(ctx.device), test.y.to(ctx.device), norm="linf",
                                 eps=cfg.eval_eps, steps=cfg.eval_steps, bounds=test.bounds, seed=seed)
-        rows.append({"model": m.label, "test_accuracy": tm.summary["test_accuracy"], **rank.to_dict(),
+        rows.append({"model": tm.label, "test_accuracy": tm.summary["test_accuracy"], **rank.to_dict(),
                      "robust_accuracy": {str(k): v for k, v in curve.items()},
                      "train_seconds": tm.summary["train_seconds"]})
         arrays[f"v1/g{i}"] = g[: cfg.n_show].flatten(1)
@@ -121,20 +121,20 @@ def _run_v1(cfg: V1Config, seed: int, ctx: Context) -> tuple[list[dict[str, Any]
 
 
 def _run_simplified(cfg: SimplifiedConfig, seed: int, ctx: Context) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
-    opts = {"blocks": cfg.blocks, "block_size": cfg.block_size, "noise": cfg.noise, "scale": cfg.scale,
-            "n_train": cfg.n_train, "n_test": cfg.n_test}
-    train = dataset(ctx, "simplified-blockmnist", "train", seed, **opts)
-    test = dataset(ctx, "simplified-blockmnist", "test", seed, **opts)
+    ref = DataRef(name="simplified-blockmnist", seed=seed, options={
+        "blocks": cfg.blocks, "block_size": cfg.block_size, "noise": cfg.noise, "scale": cfg.scale,
+        "n_train": cfg.n_train, "n_test": cfg.n_test})
+    _, test = study_data(ctx, ref)
     # show points ordered by (sign, signal block), as in the paper's Fig. 5
     order = torch.argsort(test.per_image["signal_block"] + cfg.blocks * test.y, stable=True)
     show = order[torch.linspace(0, len(order) - 1, cfg.n_show).long()]
     rows, arrays = [], {"simplified/x": test.x[show].flatten(1)}
     block_ids = torch.as_tensor(test.meta["block_id"])
-    for i, m in enumerate(cfg.models):
-        tm = trained_model(ctx, m, f"simplified-{i}", train, test, {"name": "simplified-blockmnist", "seed": seed, **opts})
+    models = trained_models(ctx, [(f"simplified-{i}", m, ref) for i, m in enumerate(cfg.models)])
+    for i, tm in enumerate(models):
         g = attribution.attribute(cfg.gradient, tm.model, test.x.to(ctx.device), test.y.to(ctx.device)).cpu()
         leak = block_leakage(g, test.per_image["signal_block"], block_ids, cfg.blocks // 2)
-        rows.append({"model": m.label, "test_accuracy": tm.summary["test_accuracy"], **leak.to_dict(),
+        rows.append({"model": tm.label, "test_accuracy": tm.summary["test_accuracy"], **leak.to_dict(),
                      "train_seconds": tm.summary["train_seconds"]})
         arrays[f"simplified/g{i}"] = g[show].flatten(1)
     return rows, arrays

@@ -23,16 +23,15 @@ from ..runs import Job
 from ..training import Recipe
 from .base import Context, Study, register
 from .config import StudyConfig
+from .measures import DiffROARRequest, DiffROARSettings, diffroar_results, road_result
 from .steps import (
-    DiffROARSettings,
+    DataRef,
     ModelConfig,
     TrainedModel,
     attribution_maps,
-    dataset,
-    diffroar_result,
-    road_result,
     save_arrays,
-    trained_model,
+    study_data,
+    trained_models,
 )
 from .zoo_report import report, zoo_findings
 
@@ -123,40 +122,45 @@ QUICK: dict[str, Any] = {
 
 
 def _cell(ctx: Context, cfg: ZooConfig, name: str, ds: ZooDataset, tm: TrainedModel, method: str,
-          train: Any, test: Any, data_cfg: dict[str, Any]) -> tuple[dict[str, Any], torch.Tensor | None]:
-    """Every metric of one (dataset, model, method) cell, and the test maps (None if n/a)."""
+          ref: DataRef) -> tuple[dict[str, Any], torch.Tensor | None, DiffROARRequest | None]:
+    """The retraining-free metrics of one (dataset, model, method) cell, its test maps and
+    its DiffROAR request (maps and request are None where the method does not apply)."""
     ok, reason = attribution.applicable(method, tm.model)
     row: dict[str, Any] = {"dataset": name, "model": tm.label, "method": method, "applicable": ok}
     if not ok:
-        return row | {"reason": reason}, None
+        return row | {"reason": reason}, None, None
+    train, test = study_data(ctx, ref)
+    split = ref.model_dump(mode="json")
     opts = cfg.method_options.get(method, {})
-    maps, seconds = {}, 0.0
-    for split, images in (("train", train), ("test", test)):
-        # data-dependent options (patterns, reference sets, data mean) are fitted on the train subset
-        maps[split], sec = attribution_maps(ctx, tm, method, images, {**data_cfg, "split": split}, target=cfg.target,
-                                            seed=cfg.seed, fit_on=train, options=opts)
-        seconds += sec
-    row["seconds_per_1000"] = 1000 * seconds / (len(train) + len(test))
+    # data-dependent options (patterns, reference sets, data mean) are fitted on the train subset
+    maps = {s: attribution_maps(ctx, tm, method, images, {**split, "split": s}, target=cfg.target, seed=cfg.seed,
+                                fit_on=train, options=opts) for s, images in (("train", train), ("test", test))}
+    row["seconds_per_1000"] = 1000 * (maps["train"].seconds + maps["test"].seconds) / (len(train) + len(test))
+    g_test = maps["test"].values
     if name == "blockmnist":
-        leak = leakage(maps["test"], test.per_image["null_mask"], test.per_image["signal_mask"], ks=cfg.leakage_ks,
+        leak = leakage(g_test, test.per_image["null_mask"], test.per_image["signal_mask"], ks=cfg.leakage_ks,
                        seed=cfg.seed)
         for k, v in zip(leak.ks, leak.topk_null_mean, strict=True):
             row[f"null top-{k:g}%"] = v
         row["null mass"] = leak.mass_null_mean
-    n_dr = ds.diffroar_n_train.get(tm.label, len(train))
-    d = diffroar_result(ctx, tm, train.subset(slice(0, n_dr)), test, (maps["train"][:n_dr], maps["test"]),
-                        cfg.diffroar, label=method, random=False, seed=cfg.seed, target=cfg.target)
+    few = test.subset(slice(0, ds.n_perturb))
+    rd = road_result(ctx, tm, few, g_test[: ds.n_perturb], label=method, percentages=cfg.road_percentages,
+                     seed=cfg.seed)
+    row |= {"ROAD MoRF": rd["morf"]["accuracy_area"], "ROAD LeRF": rd["lerf"]["accuracy_area"],
+            "ROAD gap": rd["score"]}
+    row["pixel perturbation"] = _pixel_area(ctx, tm, few, g_test[: ds.n_perturb], method, cfg.seed)
+    n_dr = ds.diffroar_n_train.get(tm.label)
+    dr_ref = ref if n_dr is None else ref.model_copy(update={"n_train": min(n_dr, len(train))})
+    request = DiffROARRequest(tm, dr_ref, (maps["train"].key, maps["test"].key), cfg.diffroar, method,
+                              random=False, seed=cfg.seed, target=cfg.target)
+    return row, g_test, request
+
+
+def _add_diffroar(row: dict[str, Any], d: Mapping[str, Any]) -> None:
     means = d["curves"]["attribution"]["diffroar"]["mean"]
     for k, v in zip(d["levels"], means, strict=True):
         row[f"DiffROAR@{k:g}"] = v
     row["DiffROAR mean"] = sum(means) / len(means)
-    few = test.subset(slice(0, ds.n_perturb))
-    rd = road_result(ctx, tm, few, maps["test"][: ds.n_perturb], label=method, percentages=cfg.road_percentages,
-                     seed=cfg.seed)
-    row |= {"ROAD MoRF": rd["morf"]["accuracy_area"], "ROAD LeRF": rd["lerf"]["accuracy_area"],
-            "ROAD gap": rd["score"]}
-    row["pixel perturbation"] = _pixel_area(ctx, tm, few, maps["test"][: ds.n_perturb], method, cfg.seed)
-    return row, maps["test"]
 
 
 def _pixel_area(ctx: Context, tm: TrainedModel, test: Any, maps: torch.Tensor, method: str, seed: int) -> float:
@@ -171,29 +175,32 @@ def _pixel_area(ctx: Context, tm: TrainedModel, test: Any, maps: torch.Tensor, m
 
 
 def run(cfg: ZooConfig, ctx: Context) -> dict[str, Any]:
+    # 1. every audited model of every dataset (independent jobs: one batch for the executor)
+    wanted = [(name, i, m) for name in cfg.datasets for i, m in enumerate(getattr(cfg, name).models)]
+    trained = trained_models(ctx, [(f"zoo-{name}-{i}", m, DataRef(name=name, seed=cfg.seed,
+                                                                    n_train=getattr(cfg, name).n_model_train))
+                                   for name, i, m in wanted])
     rows: list[dict[str, Any]] = []
+    requests: list[tuple[dict[str, Any], DiffROARRequest]] = []
     arrays: dict[str, torch.Tensor] = {}
-    models: list[dict[str, Any]] = []
-    for name in cfg.datasets:
+    # 2. every cell's maps and retraining-free metrics
+    for (name, i, _), tm in zip(wanted, trained, strict=True):
         ds: ZooDataset = getattr(cfg, name)
-        full_train = dataset(ctx, name, "train", cfg.seed)
-        full_test = dataset(ctx, name, "test", cfg.seed)
-        train, test = full_train.subset(slice(0, ds.n_train)), full_test.subset(slice(0, ds.n_test))
-        data_cfg = {"name": name, "seed": cfg.seed, "n_train": len(train), "n_test": len(test)}
-        model_train = full_train if ds.n_model_train is None else full_train.subset(slice(0, ds.n_model_train))
-        model_data = {"name": name, "seed": cfg.seed} | ({} if ds.n_model_train is None else
-                                                          {"n_train": ds.n_model_train})
-        for i, m in enumerate(ds.models):
-            tm = trained_model(ctx, m, f"zoo-{name}-{i}", model_train, full_test, model_data)
-            models.append({"dataset": name, "model": m.label, **tm.summary})
-            for method in cfg.method_list():
-                row, maps = _cell(ctx, cfg, name, ds, tm, method, train, test, data_cfg)
-                rows.append(row)
-                if name == "blockmnist" and maps is not None:
-                    arrays[f"grid/{i}/{method}"] = maps[: cfg.n_grid]
-            if name == "blockmnist":
-                arrays["grid/x"] = test.x[: cfg.n_grid]
+        ref = DataRef(name=name, seed=cfg.seed, n_train=ds.n_train, n_test=ds.n_test)
+        for method in cfg.method_list():
+            row, maps, request = _cell(ctx, cfg, name, ds, tm, method, ref)
+            rows.append(row)
+            if request is not None:
+                requests.append((row, request))
+            if name == "blockmnist" and maps is not None:
+                arrays[f"grid/{i}/{method}"] = maps[: cfg.n_grid]
+        if name == "blockmnist":
+            arrays["grid/x"] = study_data(ctx, ref)[1].x[: cfg.n_grid]
+    # 3. every cell's DiffROAR (one batch for the executor)
+    for (row, _), d in zip(requests, diffroar_results(ctx, [r for _, r in requests]), strict=True):
+        _add_diffroar(row, d)
     save_arrays(ctx, arrays)
+    models = [{"dataset": name, "model": tm.label, **tm.summary} for (name, _, _), tm in zip(wanted, trained, strict=True)]
     return {"models": models, "cells": rows, "findings": zoo_findings(rows)}
 
 

@@ -1,0 +1,109 @@
+"""Cached, resumable evaluation jobs of the studies: DiffROAR (retraining) and ROAD.
+
+DiffROAR jobs are self-describing (model, data and maps are named by store hashes and a
+:class:`~.steps.DataRef`), so :func:`diffroar_results` sends a whole batch of them to the
+study's executor; each worker loads what it needs from the shared store and data root.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import data
+from .._io import load_tensors
+from ..models import ModelSpec
+from ..runs import Job, RunStore
+from ..training import Recipe, load_run
+from .base import Context
+from .steps import MAPS, DataRef, TrainedModel, load_data
+
+__all__ = ["DiffROARRequest", "DiffROARSettings", "diffroar_job", "diffroar_results", "road_result"]
+
+
+class DiffROARSettings(BaseModel):
+    """How a study runs DiffROAR (the retrain recipe is the audited model's, made standard)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    levels: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    seeds: int = Field(3, ge=1)
+    fill: str = Field("zero", pattern="^(zero|mean)$")
+    rank: str = Field("element", pattern="^(element|channel-sum)$")
+    mask_only: bool = True
+    max_stack: int = Field(64, ge=1)
+
+
+@dataclass(frozen=True)
+class DiffROARRequest:
+    """One DiffROAR curve to compute: a model, its data, the keys of its train/test maps."""
+
+    trained: TrainedModel
+    data: DataRef
+    maps: tuple[str, str]
+    settings: DiffROARSettings
+    label: str
+    random: bool
+    seed: int = 0
+    target: str = "label"
+
+    def config(self) -> dict[str, Any]:
+        return {"model": self.trained.key, "data": self.data.model_dump(mode="json"),
+                "maps": {"train": self.maps[0], "test": self.maps[1]}, "attribution": self.label,
+                "target": self.target, "random": self.random, "seed": self.seed,
+                "settings": self.settings.model_dump(mode="json")}
+
+
+def diffroar_job(job: Job, *, data_root: str | None, device: str, quiet: bool) -> dict[str, Any]:
+    """Compute the DiffROAR curve a job's config describes (resumable); on any worker."""
+    from ..evaluation import diffroar
+
+    c = job.config
+    store = RunStore(job.path.parents[1])
+    model, info = load_run(store.find(c["model"]).path, device=device)
+    train, test = load_data(DataRef(**c["data"]), data_root)
+    maps = tuple(load_tensors(store.find(c["maps"][split]).path / MAPS)["maps"][: len(images)]
+                 for split, images in (("train", train), ("test", test)))
+    s = DiffROARSettings(**c["settings"])
+    result = diffroar(model, train, test, attributions=maps, spec=ModelSpec(**info["spec"]),
+                      recipe=Recipe(**info["recipe"]), target=c["target"], levels=s.levels, seeds=s.seeds,
+                      seed=c["seed"], fill=s.fill, rank=s.rank, random=c["random"], mask_only=s.mask_only,
+                      out=job.path / "retrains", max_stack=s.max_stack, device=device, quiet=quiet)
+    return result.to_dict()
+
+
+def diffroar_results(ctx: Context, requests: Sequence[DiffROARRequest]) -> list[dict[str, Any]]:
+    """The ``to_dict()`` of every requested DiffROAR curve, computed on the study's executor."""
+    root = str(ctx.data_root) if ctx.data_root is not None else None
+    fn = functools.partial(diffroar_job, data_root=root, device=ctx.device, quiet=ctx.quiet)
+    return ctx.store.map("diffroar", [r.config() for r in requests], fn,
+                         names=[f"diffroar-{r.label}" for r in requests], executor=ctx.executor)
+
+
+def road_result(
+    ctx: Context,
+    trained: TrainedModel,
+    test: data.ImageSet,
+    maps: torch.Tensor,
+    *,
+    label: str,
+    percentages: list[float],
+    seed: int = 0,
+) -> dict[str, Any]:
+    """ROAD (MoRF and LeRF, noisy linear imputation, ranked by |attribution|), cached."""
+    from ..evaluation import road
+
+    job_config = {"model": trained.key, "attribution": label, "percentages": percentages, "seed": seed,
+                  "n_test": len(test), "test": test.name}
+
+    def compute(job: Job) -> dict[str, Any]:
+        result = road(trained.model, test.x, test.y, maps, percentages=percentages, absolute=True,
+                      rank="element", seed=seed, device=ctx.device, quiet=ctx.quiet)
+        return result.to_dict()
+
+    return ctx.store.run("road", job_config, compute, name=f"road-{label}")
