@@ -9,7 +9,7 @@ steps allocate and free many multi-MiB buffers per step, so they pay those fault
 in the heap and are reused. It is a no-op off glibc. The cost: up to 1 GiB of freed memory
 stays with the process instead of going back to the OS.
 
-Measured with ``bench/bench_train_throughput.py`` (AMD EPYC, 2 cores, glibc 2.36, torch
+Measured with ``bench/train_throughput.py`` (AMD EPYC, 2 cores, glibc 2.36, torch
 2.13, 2 threads with ``OMP_WAIT_POLICY=PASSIVE``, load average 2 on a shared machine;
 medians of 3 interleaved rounds × 5 repeats, each case in a fresh process; faults tuned =
 ``mallopt`` at start; ratios = default / tuned, the range over the three tuned variants: the

@@ -520,7 +520,7 @@ def report_cmd(
 def main() -> None:
     """Entry point: run the app, mapping user errors to one line and exit status 2."""
     # Idle OpenMP threads sleep instead of spinning: on a shared or oversubscribed CPU,
-    # spinning made small-op training up to ~18x slower (bench/bench_diffroar_fmnist.py).
+    # spinning made small-op training up to ~18x slower (bench/diffroar_fmnist.py).
     # It must be set before torch loads its OpenMP runtime; an explicit setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     tune_malloc()

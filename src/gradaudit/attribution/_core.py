@@ -35,7 +35,7 @@ GradFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # Activation memory per forward/backward chunk when the caller gives no ``max_batch``: the
 # chunk's rows are this budget over the measured bytes of one row's layer outputs. On a 2-core
 # CPU, 256 MB gives ~750-row chunks for the MNIST CNN and the 8192-row cap for
-# the MLP (large GEMMs); see bench/bench_attribution_vs_captum.py.
+# the MLP (large GEMMs); see bench/attribution_vs_captum.py.
 DEFAULT_MEMORY_MB = {"cpu": 256.0, "cuda": 1024.0}
 MAX_ROWS = 8192
 

@@ -14,7 +14,7 @@ augmentation), the step's learning rate comes from the pure schedule
 stacked tensors (SGD with momentum/Nesterov/weight decay and Adam act elementwise, so one
 optimizer over stacked leaves is exactly one optimizer per member).
 
-Engines (chosen by measurement on a 2-core AVX2 CPU, see ``bench/bench_diffroar_fmnist.py``):
+Engines (chosen by measurement on a 2-core AVX2 CPU, see ``bench/diffroar_fmnist.py``):
     * ``"bmm"``: models that are a plain chain of Normalize / Flatten / Linear / ReLU /
       Softplus (every MLP and the linear model) run as grouped matrix products
       (``torch.baddbmm`` over the member axis) with a hand-written backward that issues, per

@@ -13,7 +13,7 @@ set as shown in the ``captum settings`` column; gradaudit runs with its defaults
 256 MB activation budget).
 
 Usage:
-    python bench/bench_attribution_vs_captum.py [--repeats 5] [--threads 1] [--models mlp,cnn]
+    python bench/attribution_vs_captum.py [--repeats 5] [--threads 1] [--models mlp,cnn]
         [--methods grad,ig,...] [--device cpu]
 """
 

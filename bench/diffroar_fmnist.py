@@ -25,7 +25,7 @@ small products of this benchmark ~18× slower (8 stacked MLPs, 2 threads, load a
 1.2 GFLOP/s with ACTIVE, 22 GFLOP/s with PASSIVE).
 
 Usage:
-    python bench/bench_diffroar_fmnist.py [--threads N] [--epochs 8] [--seeds 3]
+    python bench/diffroar_fmnist.py [--threads N] [--epochs 8] [--seeds 3]
         [--max-stack 32] [--random] [--mask-only] [--ratio-members 8] [--ratio-rows 12800]
         [--repeats 5] [--skip-curve] [--out DIR]
 """

@@ -9,7 +9,7 @@ Cases: MoRF alone (Quantus's only order), and MoRF + LeRF (Quantus: two calls, t
 −a; gradaudit: one call). Values are checked first (accuracies equal to 1e-4), then both
 sides are timed: one warm-up, median of --repeats runs.
 
-Usage: python bench/bench_road_vs_quantus.py [--n 128] [--repeats 5] [--threads 1]
+Usage: python bench/road_vs_quantus.py [--n 128] [--repeats 5] [--threads 1]
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ On a machine shared with other jobs, run it with ``OMP_WAIT_POLICY=PASSIVE``: wi
 there, because each parallel region waits for a thread that lost its core.
 
 Usage:
-    python bench/bench_train_throughput.py [--repeats 5] [--rounds 3] [--threads N]
+    python bench/train_throughput.py [--repeats 5] [--rounds 3] [--threads N]
         [--skip-throughput] [--skip-allocator]
 """
 

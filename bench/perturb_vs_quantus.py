@@ -13,7 +13,7 @@ Models: the project's MLP 784-256-256-10 and its small CNN, each trained one sho
 Both sides run the same forward passes (one per step per batch), so the ratio is bounded by
 the model's share of the time: the CNN case shows that bound.
 
-Usage: python bench/bench_perturb_vs_quantus.py [--n 256] [--repeats 5] [--threads 1]
+Usage: python bench/perturb_vs_quantus.py [--n 256] [--repeats 5] [--threads 1]
 """
 
 from __future__ import annotations
