@@ -480,6 +480,10 @@ def run_cmd(
     config: Annotated[Path | None, typer.Option("--config", help="YAML file overriding the study's defaults.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override one key, e.g. --set seed=1 (repeatable).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Small settings that run in minutes on a laptop CPU.")] = False,
+    methods: Annotated[str | None, typer.Option(help="Comma list of attribution methods (zoo); "
+                                                      "same as --set methods=[a,b].")] = None,
+    datasets: Annotated[str | None, typer.Option(help="Comma list of datasets (zoo, blockmnist); "
+                                                       "same as --set datasets=[a,b].")] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the merged config as YAML and exit.")] = False,
     out: Annotated[Path | None, typer.Option(help="Study folder (default runs/<study>).")] = None,
     store: Annotated[Path | None, typer.Option(help="Run store shared by studies (default <out>/store).")] = None,
@@ -498,6 +502,9 @@ def run_cmd(
 
     name = study or "main"
     overrides = list(set_ or [])
+    for key, value in (("methods", methods), ("datasets", datasets)):
+        if value is not None:
+            overrides.append(f"{key}=[{', '.join(v.strip() for v in value.split(',') if v.strip())}]")
     if print_config:
         typer.echo(to_yaml(experiments.study_config(name, quick=quick, config=config, overrides=overrides)),
                    nl=False)

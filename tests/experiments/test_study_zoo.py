@@ -53,3 +53,25 @@ def test_method_and_dataset_selection_is_validated():
         study_config("zoo", overrides=["methods=[gradd]"])
     with pytest.raises(ParameterError, match="datasets"):
         study_config("zoo", overrides=["datasets=[cifar10]"])
+
+
+def test_cli_methods_and_datasets_flags(capsys):
+    import sys
+
+    from gradaudit import cli
+
+    def run(*args):
+        argv, sys.argv = sys.argv, ["gradaudit", "run", "zoo", "--print-config", *args]
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        finally:
+            sys.argv = argv
+        return code, *capsys.readouterr()
+
+    code, out, _ = run("--methods", "grad, ig", "--datasets", "fmnist")
+    assert code == 0 and "methods:\n- grad\n- ig\n" in out and "datasets:\n- fmnist\n" in out
+    code, _, err = run("--methods", "grad,bogus")
+    assert code == 2 and "unknown attribution methods ['bogus']" in err
