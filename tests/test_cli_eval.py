@@ -16,20 +16,7 @@ from gradaudit._io import read_json
 from gradaudit.evaluation import retrain
 from gradaudit.models import ModelSpec
 
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    """Run the console entry point in-process: (exit status, stdout, stderr)."""
-    argv = sys.argv
-    sys.argv = ["gradaudit", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, err
+from clirun import run_cli
 
 
 def _train(out: Path, root: Path, dataset: str, hidden: str) -> Path:

@@ -8,6 +8,8 @@ import pytest
 from gradaudit import ParameterError, attribution
 from gradaudit.experiments import run_study, study_config
 
+from clirun import run_cli
+
 pytestmark = pytest.mark.slow
 
 
@@ -56,22 +58,7 @@ def test_method_and_dataset_selection_is_validated():
 
 
 def test_cli_methods_and_datasets_flags(capsys):
-    import sys
-
-    from gradaudit import cli
-
-    def run(*args):
-        argv, sys.argv = sys.argv, ["gradaudit", "run", "zoo", "--print-config", *args]
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        finally:
-            sys.argv = argv
-        return code, *capsys.readouterr()
-
-    code, out, _ = run("--methods", "grad, ig", "--datasets", "fmnist")
+    code, out, _ = run_cli(capsys, "run", "zoo", "--print-config", "--methods", "grad, ig", "--datasets", "fmnist")
     assert code == 0 and "methods:\n- grad\n- ig\n" in out and "datasets:\n- fmnist\n" in out
-    code, _, err = run("--methods", "grad,bogus")
+    code, _, err = run_cli(capsys, "run", "zoo", "--print-config", "--methods", "grad,bogus")
     assert code == 2 and "unknown attribution methods ['bogus']" in err
