@@ -10,7 +10,7 @@ import torch
 from gradaudit import data, evaluation
 from gradaudit.data import ImageSet
 from gradaudit.evaluation.retrain import Arm, GroupInputs, _inputs
-from gradaudit.masking.ranking import keep_mask, rank_positions
+from gradaudit.masking.ranking import keep_mask, keep_mask_count, rank_positions
 from gradaudit.models import ModelSpec
 from gradaudit.training import Recipe, accuracy, fit
 from gradaudit.training.ensemble import apply_inputs
@@ -111,6 +111,16 @@ def test_group_inputs_equal_per_arm_inputs() -> None:
             assert torch.equal(got[m], want)
 
 
+def test_mask_view_is_the_centred_keep_mask() -> None:
+    """Mask-only models see keep − k: values 1 − k (kept) and −k (removed), mean 0 per image."""
+    g = torch.Generator().manual_seed(0)
+    pos = rank_positions(torch.randn(6, 1, 5, 5, generator=g), seed=0)
+    got = apply_inputs(_inputs(Arm("a", "bottom", 20, "mask"), pos, "zero", None), torch.zeros(6, 1, 5, 5))
+    keep = keep_mask_count(pos, 20, "bottom")
+    assert torch.allclose(got, torch.where(keep, torch.tensor(1 - 0.8), torch.tensor(-0.8)), rtol=0, atol=1e-7)
+    assert got.sum((1, 2, 3)).abs().max() < 1e-5
+
+
 def test_roar_and_kar_are_the_two_sides(blocks, one_thread) -> None:
     """With zero fill, KAR(k) is DiffROAR's top-k and ROAR(1 − k) its bottom-k, model for model."""
     train, test = blocks
@@ -205,9 +215,13 @@ def test_label_gradient_masks_leak_the_class(fmnist_train, fmnist_test, one_thre
     recipe = Recipe(epochs=2, batch_size=128, lr=0.1, momentum=0.9, schedule="onecycle")
     model = spec.build(0)
     fit(model, train, recipe, quiet=True)
-    res = evaluation.diffroar(model, train, test, method="grad", spec=spec, recipe=recipe, levels=[0.05],
+    res = evaluation.diffroar(model, train, test, method="grad", spec=spec, recipe=recipe, levels=[0.05, 0.9],
                               seeds=1, mask_only=True, quiet=True)
     leak = res.mask_only["attribution"].top.mean[0]
     assert leak > 0.5 and res.mask_only["random"].top.mean[0] < 0.15
+    # at k = 0.9 the mask still encodes the class; the raw {0, 1} mask (706 constant ones)
+    # made these retrains diverge to chance (0.095), the centred mask trains (measured 0.9995)
+    assert res.mask_only["attribution"].top.mean[1] > 0.5
+    assert max(res.mask_only["random"].top.mean + res.mask_only["random"].bottom.mean) < 0.15
     margin = res.to_dict()["leakage"]["attribution"]["leak_free_margin"]["top"]["mean"][0]
     assert margin == pytest.approx(res.attribution.top.mean[0] - leak)

@@ -17,8 +17,8 @@ data. Two controls run through the same machinery:
 * the random attribution (independent uniformly random rankings of every train and test
   image, drawn afresh for each retrain seed, seeded), actually retrained rather than drawn
   as a line at 0; its curve estimates the expectation over random attributions;
-* the mask-only control (``mask_only=True``): the same architecture retrained on the binary
-  keep-mask alone (no pixel values). Label-dependent masks can encode the class (the "class
+* the mask-only control (``mask_only=True``): the same architecture retrained on the
+  keep-mask alone (no pixel values; centred, see :func:`~.retrain.mask_view`). Label-dependent masks can encode the class (the "class
   information leakage" of Rong et al., ICML 2022); mask-only accuracy measures it, and
   real − mask-only accuracy is the leak-free margin.
 """
@@ -104,8 +104,10 @@ def diffroar(
     Notes:
         Arms that see identical data are trained once per seed: at k = 1 top and bottom
         keep every coordinate, so DiffROAR(1) = 0 exactly. The mask-only control feeds the
-        keep-mask as a float image in {0, 1} (broadcast over channels for channel-sum
-        ranks) to the same architecture and recipe.
+        keep-mask, centred (keep − k, so values 1 − k and −k; broadcast over channels
+        for channel-sum ranks), to the same architecture and recipe. Centring changes no
+        information but keeps training stable: the raw {0, 1} mask made high-k retrains
+        diverge to chance and under-report the leak.
 
     Args:
         model: The audited model (attributions come from it, in eval mode, when ``method``

@@ -34,7 +34,7 @@ from ..models.spec import ModelSpec
 from ..training.ensemble import ENGINES
 from ..training.fit import load_run
 from ..training.recipe import Recipe
-from .retrain import Arm, Ranking, Retrainer, tensor_digest
+from .retrain import MASK_VIEW, Arm, Ranking, Retrainer, tensor_digest
 
 __all__ = ["RETRAIN_FILLS", "TARGETS", "Setup", "check_arguments", "derive_seed", "make_rankings", "retrain_arms"]
 
@@ -223,7 +223,7 @@ def _config(s: Setup, protocol: str, rankings: Mapping[str, Ranking]) -> dict[st
         "fill": s.fill, "rank": s.rank, "target": s.target, "method": s.method,
         "method_options": {k: _record(v) for k, v in s.method_options.items()},
         "attributions": "computed" if s.maps is None else "given",
-        "controls": dict(s.controls), "spec": s.spec.model_dump(mode="json"),
+        "controls": dict(s.controls), "mask_view": MASK_VIEW, "spec": s.spec.model_dump(mode="json"),
         "recipe": s.recipe.model_dump(mode="json"), "engine": s.engine, "max_stack": s.max_stack,
         "train": _data_id(s.train), "test": _data_id(s.test),
         "rank_sha256": {n: [tensor_digest(p) for p in r.fixed] for n, r in rankings.items() if r.fixed},

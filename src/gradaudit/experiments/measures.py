@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import data
 from .._io import load_tensors
+from ..evaluation.retrain import MASK_VIEW
 from ..models import ModelSpec
 from ..runs import Job, RunStore
 from ..training import Recipe, load_run
@@ -53,10 +54,13 @@ class DiffROARRequest:
     target: str = "label"
 
     def config(self) -> dict[str, Any]:
-        return {"model": self.trained.key, "data": self.data.model_dump(mode="json"),
-                "maps": {"train": self.maps[0], "test": self.maps[1]}, "attribution": self.label,
-                "target": self.target, "random": self.random, "seed": self.seed,
-                "settings": self.settings.model_dump(mode="json")}
+        out = {"model": self.trained.key, "data": self.data.model_dump(mode="json"),
+               "maps": {"train": self.maps[0], "test": self.maps[1]}, "attribution": self.label,
+               "target": self.target, "random": self.random, "seed": self.seed,
+               "settings": self.settings.model_dump(mode="json")}
+        if self.settings.mask_only:  # what the mask-only models see (results made before it was centred differ)
+            out["mask_view"] = MASK_VIEW
+        return out
 
 
 def diffroar_job(job: Job, *, data_root: str | None, device: str, quiet: bool) -> dict[str, Any]:
