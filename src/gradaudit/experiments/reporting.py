@@ -16,6 +16,7 @@ __all__ = [
     "diffroar_rows",
     "leak_aware_rows",
     "leakage_rows",
+    "mask_only_note",
 ]
 
 
@@ -158,3 +159,11 @@ def add_footer(r: Report, record: Mapping[str, Any]) -> None:
               f"{record['wall_time_s']:.0f} s.")
     r.config(record["config"])
     r.provenance({"versions": record["versions"], "git": record["git"]})
+
+
+def mask_only_note(diffroar_cfg: Mapping[str, Any]) -> str:
+    """The protocol line that says whether the mask-only leakage control ran (issue 9)."""
+    if diffroar_cfg.get("mask_only"):
+        return "on: models retrained on the centred keep-mask alone; see the leakage columns"
+    return ("off in this study's config (it doubles the retrains); run with --set diffroar.mask_only=true "
+            "to measure how much of DiffROAR the mask alone explains")

@@ -27,7 +27,7 @@ from ..training.regularizers import recipe_fields
 from .base import Context, Study, register
 from .config import StudyConfig
 from .measures import DiffROARRequest, DiffROARSettings, diffroar_results
-from .reporting import add_diffroar, add_footer
+from .reporting import add_diffroar, add_footer, mask_only_note
 from .steps import (
     DataRef,
     ModelConfig,
@@ -194,6 +194,7 @@ def report(record: Mapping[str, Any], ctx: Context) -> Report:
                               f"{cfg['gan_test']['steps']} steps of {cfg['gan_test']['step_size']}, "
                               f"pull {cfg['gan_test']['weight_decay']} toward 0.5; proxy: {res['proxy']['model']}",
                   "pixel perturbation": "LeRF, fill 0.5, fractions logspace(−2, 0, 25)",
+                  "DiffROAR mask-only control": mask_only_note(cfg["diffroar"]),
                   "regularizer settings": {v["label"]: v for v in cfg["variants"]}}, caption="Protocol choices.")
     r.table(res["models"], columns=["model", "regularizer", "reg_weight", "test_accuracy", "gan_test", "gradient_norm",
                                     "pixel_perturbation_area", "train_seconds"],

@@ -8,7 +8,7 @@ from itertools import combinations
 from typing import Any
 
 from ..report import Report, plots
-from .reporting import add_footer
+from .reporting import add_footer, mask_only_note
 from .steps import load_arrays
 
 __all__ = ["METRICS", "metric_agreement", "report", "spearman", "zoo_findings"]
@@ -146,7 +146,8 @@ def report(record: Mapping[str, Any], ctx: Any) -> Report:
     r.section("Summary")
     r.bullets(res["findings"])
     r.key_values({"target class": cfg["target"], "DiffROAR levels": cfg["diffroar"]["levels"],
-                  "DiffROAR seeds": cfg["diffroar"]["seeds"], "ranking": "|attribution| per element, seeded tie-break",
+                  "DiffROAR seeds": cfg["diffroar"]["seeds"],
+                  "mask-only control": mask_only_note(cfg["diffroar"]), "ranking": "|attribution| per element, seeded tie-break",
                   "ROAD": "noisy linear imputation, ranked by |attribution|",
                   "pixel perturbation": "LeRF, fill 0.5, fractions logspace(−2, 0, 25)",
                   "method options": cfg["method_options"]}, caption="Protocol choices.")
