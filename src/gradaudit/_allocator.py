@@ -31,6 +31,8 @@ faults); the mmap threshold alone gains little (0.98–1.09×). ``mallopt`` at r
 too late: called at start-up (as ``gradaudit``'s CLI does, before torch is imported) or even
 after warm-up steps, it matches ``MALLOC_MMAP_THRESHOLD_`` + ``MALLOC_TRIM_THRESHOLD_`` set
 before the process starts.
+A later run on a quieter machine (load average 1.7) gave wall-time ratios of 1.22–1.42× for
+the environment variables and 1.09–1.52× for ``mallopt`` after warm-up (README, Benchmarks).
 Thresholds of 256 MiB and more remove the faults of all three workloads; 16–64 MiB do not.
 tcmalloc was not measured (``libtcmalloc_minimal.so.4`` is not installed here).
 """
