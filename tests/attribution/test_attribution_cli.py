@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,23 +10,9 @@ import torch
 from gradaudit import attribution, training
 from gradaudit._io import load_tensors
 from gradaudit.attribution import METHODS
-from gradaudit.cli import main
 from gradaudit.models import ModelSpec
 
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    """Run the CLI entry point in-process: (exit status, stdout, stderr)."""
-    argv = sys.argv
-    sys.argv = ["gradaudit", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, err
+from clirun import run_cli as cli
 
 
 @pytest.fixture(scope="module")

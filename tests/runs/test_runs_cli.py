@@ -11,23 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gradaudit.cli import main
 from gradaudit.runs import RunStore
 
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    """Run the CLI entry point in-process: (exit status, stdout, stderr)."""
-    argv = sys.argv
-    sys.argv = ["gradaudit", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, err
+from clirun import run_cli as cli
 
 
 def _boom(job):
