@@ -23,6 +23,8 @@ __all__ = [
     "check_images",
     "curve_area",
     "model_device",
+    "orders_gap",
+    "orders_record",
     "rank_scores",
     "removal_count",
     "stream_seed",
@@ -74,6 +76,30 @@ class Curve:
             "accuracy_area": self.accuracy_area,
             "probability_area": self.probability_area,
         }
+
+
+def orders_gap(morf: Curve | None, lerf: Curve | None, area: str) -> float | None:
+    """Score of a MoRF/LeRF pair: LeRF's ``area`` minus MoRF's (None unless both ran)."""
+    if morf is None or lerf is None:
+        return None
+    return getattr(lerf, area) - getattr(morf, area)
+
+
+def orders_record(result: Any, axes: dict[str, Any]) -> dict[str, Any]:
+    """JSON-able record of a MoRF/LeRF result (ROAD, patch degradation): protocol, score,
+    curve directions, the result's own ``axes`` entries, both curves, config, provenance."""
+    return {
+        "protocol": result.protocol,
+        "score": result.gap,
+        "higher_is_better": result.higher_is_better,
+        "curve_direction": {"morf": "lower is better", "lerf": "higher is better"},
+        **axes,
+        "morf": None if result.morf is None else result.morf.to_dict(),
+        "lerf": None if result.lerf is None else result.lerf.to_dict(),
+        "n_images": result.n_images,
+        "config": dict(result.config),
+        "provenance": result.provenance,
+    }
 
 
 def check_images(x: torch.Tensor, y: torch.Tensor, attributions: torch.Tensor, caller: str) -> None:

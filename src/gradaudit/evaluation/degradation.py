@@ -15,7 +15,16 @@ from .._progress import progress
 from .._provenance import provenance
 from .._validation import ParameterError, check_bool, check_choice, check_int
 from ..training.attacks import eval_mode
-from ._curves import Curve, check_common, check_images, model_device, rank_scores, target_stats
+from ._curves import (
+    Curve,
+    check_common,
+    check_images,
+    model_device,
+    orders_gap,
+    orders_record,
+    rank_scores,
+    target_stats,
+)
 
 __all__ = ["PATCH_FILLS", "PATCH_SCORES", "DegradationResult", "degradation"]
 
@@ -56,24 +65,10 @@ class DegradationResult:
     @property
     def gap(self) -> float | None:
         """Score: area between the LeRF and MoRF probability curves (None unless both ran)."""
-        if self.morf is None or self.lerf is None:
-            return None
-        return self.lerf.probability_area - self.morf.probability_area
+        return orders_gap(self.morf, self.lerf, "probability_area")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "protocol": self.protocol,
-            "score": self.gap,
-            "higher_is_better": self.higher_is_better,
-            "curve_direction": {"morf": "lower is better", "lerf": "higher is better"},
-            "patch_size": self.patch_size,
-            "steps": list(self.steps),
-            "morf": None if self.morf is None else self.morf.to_dict(),
-            "lerf": None if self.lerf is None else self.lerf.to_dict(),
-            "n_images": self.n_images,
-            "config": dict(self.config),
-            "provenance": self.provenance,
-        }
+        return orders_record(self, {"patch_size": self.patch_size, "steps": list(self.steps)})
 
 
 def _check_degradation_args(x, y, attributions, patch_size, n_patches, order, fill, patch_score,

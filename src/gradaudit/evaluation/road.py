@@ -21,6 +21,8 @@ from ._curves import (
     check_fractions,
     check_images,
     model_device,
+    orders_gap,
+    orders_record,
     rank_scores,
     removal_count,
     stream_seed,
@@ -62,24 +64,10 @@ class RoadResult:
     @property
     def gap(self) -> float | None:
         """Score: LeRF accuracy area − MoRF accuracy area (None unless both orders ran)."""
-        if self.morf is None or self.lerf is None:
-            return None
-        return self.lerf.accuracy_area - self.morf.accuracy_area
+        return orders_gap(self.morf, self.lerf, "accuracy_area")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "protocol": self.protocol,
-            "score": self.gap,
-            "higher_is_better": self.higher_is_better,
-            "curve_direction": {"morf": "lower is better", "lerf": "higher is better"},
-            "percentages": list(self.percentages),
-            "counts": list(self.counts),
-            "morf": None if self.morf is None else self.morf.to_dict(),
-            "lerf": None if self.lerf is None else self.lerf.to_dict(),
-            "n_images": self.n_images,
-            "config": dict(self.config),
-            "provenance": self.provenance,
-        }
+        return orders_record(self, {"percentages": list(self.percentages), "counts": list(self.counts)})
 
 
 def _positions(attributions: torch.Tensor, rank: str, absolute: bool, seed: int) -> torch.Tensor:
