@@ -60,6 +60,11 @@ class Context:
     quick: bool = False
     executor: Executor = field(default_factory=InProcessExecutor)
 
+    @property
+    def root(self) -> str | None:
+        """The data root as jobs receive it (a picklable string, or None for the default)."""
+        return str(self.data_root) if self.data_root is not None else None
+
 
 @dataclass(frozen=True)
 class Study:

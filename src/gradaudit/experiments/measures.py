@@ -83,8 +83,7 @@ def diffroar_job(job: Job, *, data_root: str | None, device: str, quiet: bool) -
 
 def diffroar_results(ctx: Context, requests: Sequence[DiffROARRequest]) -> list[dict[str, Any]]:
     """The ``to_dict()`` of every requested DiffROAR curve, computed on the study's executor."""
-    root = str(ctx.data_root) if ctx.data_root is not None else None
-    fn = functools.partial(diffroar_job, data_root=root, device=ctx.device, quiet=ctx.quiet)
+    fn = functools.partial(diffroar_job, data_root=ctx.root, device=ctx.device, quiet=ctx.quiet)
     return ctx.store.map("diffroar", [r.config() for r in requests], fn,
                          names=[f"diffroar-{r.label}" for r in requests], executor=ctx.executor)
 

@@ -81,13 +81,9 @@ def _load(name: str, split: str, root: str | None, seed: int, options: tuple[tup
     return data.load(name, split, root=root, seed=seed, **dict(options))
 
 
-def _root(ctx: Context) -> str | None:
-    return str(ctx.data_root) if ctx.data_root is not None else None
-
-
 def dataset(ctx: Context, name: str, split: str, seed: int = 0, **options: Any) -> data.ImageSet:
     """A dataset split, loaded once per process (BlockMNIST and synthetic sets are seeded)."""
-    return _load(name, split, _root(ctx), seed, tuple(sorted(options.items())))
+    return _load(name, split, ctx.root, seed, tuple(sorted(options.items())))
 
 
 def load_data(ref: DataRef, data_root: str | None) -> tuple[data.ImageSet, data.ImageSet]:
@@ -104,7 +100,7 @@ def load_data(ref: DataRef, data_root: str | None) -> tuple[data.ImageSet, data.
 
 def study_data(ctx: Context, ref: DataRef) -> tuple[data.ImageSet, data.ImageSet]:
     """(train, test) of ``ref`` from the study's data root."""
-    return load_data(ref, _root(ctx))
+    return load_data(ref, ctx.root)
 
 
 @dataclass(frozen=True)
@@ -147,9 +143,9 @@ def train_model_job(job: Job, *, data_root: str | None, device: str, quiet: bool
 
 def trained_models(ctx: Context, requests: Sequence[tuple[str, ModelConfig, DataRef]]) -> list[TrainedModel]:
     """Train (or load) every ``(store name, config, data)`` model, on the study's executor."""
-    configs = [_model_job_config(cfg, ref, load_data(ref, _root(ctx))[0]) for _, cfg, ref in requests]
+    configs = [_model_job_config(cfg, ref, load_data(ref, ctx.root)[0]) for _, cfg, ref in requests]
     names = [name for name, _, _ in requests]
-    fn = functools.partial(train_model_job, data_root=_root(ctx), device=ctx.device, quiet=ctx.quiet)
+    fn = functools.partial(train_model_job, data_root=ctx.root, device=ctx.device, quiet=ctx.quiet)
     summaries = ctx.store.map("model", configs, fn, names=names, executor=ctx.executor)
     out = []
     for (name, cfg, ref), config, summary in zip(requests, configs, summaries, strict=True):
