@@ -1,7 +1,10 @@
 """Atomic file writes: a reader (or a resumed job) never sees a half-written file.
 
 Each writer writes to a temporary file in the destination directory, flushes it to disk
-and renames it over the destination (``os.replace`` is atomic on POSIX).
+and renames it over the destination (``os.replace`` is atomic on POSIX). The file gets the
+mode an ordinary ``open()`` would give it (``0o666`` less the process umask: 0644 under the
+usual 022), not the 0600 of ``tempfile.mkstemp``, so colleagues and workers running as
+another user can read reports, results and checkpoints.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from safetensors.torch import load_file, save
 
 __all__ = [
     "atomic_open",
+    "file_mode",
     "load_tensors",
     "read_json",
     "save_tensors",
@@ -27,6 +31,23 @@ __all__ = [
     "write_json",
     "write_text",
 ]
+
+
+def file_mode() -> int:
+    """The permission bits a new file gets under the process umask (``0o666 & ~umask``)."""
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    # Linux shows the umask in /proc (a read, safe beside other threads); elsewhere
+    # os.umask only reads by setting, so set a value and put the old one back at once.
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -39,6 +60,7 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
+            os.fchmod(f.fileno(), file_mode())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
