@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import pickle
+import tarfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -200,3 +202,99 @@ def test_cifar_download_from_mirror(tmp_path: Path, formats: SimpleNamespace,
     root = tmp_path / "root"
     _expect(data.load("cifar10", "test", root=root), truth, "test")
     assert (root / tar.name).read_bytes() == tar.read_bytes()
+
+
+# ---------------------------------------------------------------- the binary version
+
+
+def _bin_files(n: int = 6, seed: int = 0) -> tuple[dict[str, bytes], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Small CIFAR-10 binary batches (name -> bytes) and the (images, labels) of each split."""
+    layout = cifar.CIFAR_BIN_SETS["cifar10"]
+    rng = np.random.default_rng(seed)
+    files, truth = {}, {}
+    for split, specs in layout.batches.items():
+        xs, ys = [], []
+        for spec in specs:
+            x = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+            y = rng.integers(0, 10, n, dtype=np.uint8)
+            files[spec.name] = b"".join(bytes([int(y[i])]) + x[i].tobytes() for i in range(n))
+            xs.append(x)
+            ys.append(y)
+        truth[split] = (np.concatenate(xs), np.concatenate(ys).astype(np.int64))
+    return files, truth
+
+
+def _write_bin(root: Path, files: dict[str, bytes], form: str = "folder") -> Path:
+    layout = cifar.CIFAR_BIN_SETS["cifar10"]
+    if form == "folder":
+        folder = root / layout.folder
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, raw in files.items():
+            (folder / name).write_bytes(raw)
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / layout.tarball.name
+    with tarfile.open(path, "w:gz") as tar:
+        for name, raw in {"batches.meta.txt": b"airplane\n", **files}.items():
+            info = tarfile.TarInfo(f"{layout.folder}/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return path
+
+
+@pytest.mark.parametrize("form", ["folder", "tarball"])
+def test_cifar10_binary_version_both_forms(tmp_path: Path, form: str) -> None:
+    files, truth = _bin_files()
+    _write_bin(tmp_path, files, form)
+    for split in ("train", "test"):
+        s = data.load("cifar10", split, root=tmp_path, verify=False)
+        images, labels = truth[split]
+        assert s.x.dtype == torch.float32 and s.x.shape == (len(images), 3, 32, 32)
+        assert torch.equal(s.x, torch.from_numpy(images).float() / 255)
+        assert s.y.dtype == torch.int64 and s.y.tolist() == labels.tolist()
+        assert s.meta["classes"][:3] == ["airplane", "automobile", "bird"] and s.num_classes == 10
+        assert s.meta["version"] == "binary" and s.meta["mean"] == (0.4914, 0.4822, 0.4465)
+    assert len(data.load("cifar10", "train", root=tmp_path, verify=False)) == 5 * 6
+
+
+def test_python_version_wins_over_binary(tmp_path: Path, formats: SimpleNamespace) -> None:
+    files, truth = formats.cifar_files("cifar10", n=4)
+    formats.cifar_folder(tmp_path, "cifar10", files)
+    _write_bin(tmp_path, _bin_files()[0])
+    s = data.load("cifar10", "test", root=tmp_path, verify=False)
+    _expect(s, truth, "test")
+    assert s.meta["version"] == "python"
+
+
+def test_binary_md5_checked_by_default(tmp_path: Path) -> None:
+    folder = _write_bin(tmp_path, _bin_files()[0])
+    with pytest.raises(DataError, match="803d5f7f4d78ea53de84dbe85f74fb6d") as err:
+        data.load("cifar10", "test", root=tmp_path)
+    assert str(folder / "test_batch.bin") in str(err.value) and "not the published" in str(err.value)
+    tar = _write_bin(tmp_path / "t", _bin_files()[0], "tarball")
+    with pytest.raises(DataError, match="c32a1d4ab5d03f1284b67883e8d87530") as err:
+        data.load("cifar10", "test", root=tmp_path / "t")
+    assert str(tar) in str(err.value)
+
+
+@pytest.mark.parametrize(("cut", "message"), [(1, "not a whole number of 3073-byte"),
+                                               (None, r"label byte 10 is outside 0\.\.9")],
+                         ids=["truncated", "big-label"])
+def test_corrupt_binary_batch_names_the_file(tmp_path: Path, cut: int | None, message: str) -> None:
+    files, _ = _bin_files()
+    raw = files["test_batch.bin"]
+    files["test_batch.bin"] = raw[:-cut] if cut else bytes([10]) + raw[1:]
+    folder = _write_bin(tmp_path, files)
+    with pytest.raises(DataError, match=message) as err:
+        data.load("cifar10", "test", root=tmp_path, verify=False)
+    assert str(folder / "test_batch.bin") in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cifar10_missing_names_both_versions(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as err:
+        data.load("cifar10", "test", root=tmp_path)
+    msg = str(err.value)
+    assert msg.count("Missing data") == 1
+    for place in ("cifar-10-batches-py", "cifar-10-batches-bin", "cifar-10-python.tar.gz",
+                  "cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530"):
+        assert place in msg

@@ -1,10 +1,14 @@
-"""CIFAR-10 and CIFAR-100 from the python pickle batches (tarball or extracted folder).
+"""CIFAR-10 and CIFAR-100 from the python pickle batches or CIFAR-10's binary version.
 
-Under the data root the loaders look for the extracted folder first
-(``cifar-10-batches-py/``, ``cifar-100-python/``), then for the published tarball
-(``cifar-10-python.tar.gz``, ``cifar-100-python.tar.gz``), read in place without extracting,
-then download the tarball when online. Pickles are read with a restricted unpickler that
-only rebuilds numpy arrays, so a tampered file cannot run code.
+Under the data root the loaders look for an extracted folder first (``cifar-10-batches-py/``,
+``cifar-100-python/``; for CIFAR-10 also the binary version's ``cifar-10-batches-bin/``),
+then for a published tarball (``cifar-10-python.tar.gz``, ``cifar-100-python.tar.gz``,
+``cifar-10-binary.tar.gz``), read in place without extracting, then download the python
+tarball when online. Pickles are read with a restricted unpickler that only rebuilds numpy
+arrays, so a tampered file cannot run code. Binary batches are fixed-size records (1 label
+byte, then 1024 red, 1024 green and 1024 blue bytes, row-major 32×32), parsed with one
+``np.frombuffer`` per file; the binary version has no meta file, so its class names are
+built in.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from .download import FileSpec, check_md5, download, missing_error
 from .imageset import ImageSet
 from .registry import register
 
-__all__ = ["CIFAR_SETS", "CifarLayout", "load_cifar10", "load_cifar100", "read_pickle"]
+__all__ = ["CIFAR_BIN_SETS", "CIFAR_SETS", "RECORD_BYTES", "CifarBinLayout", "CifarLayout", "load_cifar10",
+           "load_cifar100", "read_binary_batch", "read_pickle"]
 
 _TORONTO = "https://www.cs.toronto.edu/~kriz/"
 
@@ -81,6 +86,40 @@ CIFAR_SETS: dict[str, CifarLayout] = {
         std=(0.2673, 0.2564, 0.2762),
     ),
 }
+
+
+
+@dataclass(frozen=True)
+class CifarBinLayout:
+    """Where a CIFAR variant's binary-version files live, and its built-in class names."""
+
+    folder: str
+    tarball: FileSpec
+    batches: Mapping[str, tuple[FileSpec, ...]]
+    classes: tuple[str, ...]
+
+
+# The binary version (``cifar-10-binary.tar.gz``); md5s of the published files.
+CIFAR_BIN_SETS: dict[str, CifarBinLayout] = {
+    "cifar10": CifarBinLayout(
+        folder="cifar-10-batches-bin",
+        tarball=FileSpec("cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530",
+                         (_TORONTO + "cifar-10-binary.tar.gz",)),
+        batches={
+            "train": (FileSpec("data_batch_1.bin", "5dd7e06a14cb22eb9f671a540d1b7c25"),
+                      FileSpec("data_batch_2.bin", "5ea93a67294ea407fff1d09f752e9692"),
+                      FileSpec("data_batch_3.bin", "942cd6a4bcdd0dd3c604fbe906cb4421"),
+                      FileSpec("data_batch_4.bin", "ae636b3ba5c66a11e91e8cb52e771fcb"),
+                      FileSpec("data_batch_5.bin", "53f37980c15c3d472c316c40844f3f0d")),
+            "test": (FileSpec("test_batch.bin", "803d5f7f4d78ea53de84dbe85f74fb6d"),),
+        },
+        # The order of the label bytes (batches.meta.txt of the published archive).
+        classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                 "truck"),
+    ),
+}
+
+RECORD_BYTES = 1 + 3 * 32 * 32  # one binary record: the label byte, then the pixel bytes
 
 # The globals a CIFAR pickle may name: numpy array reconstruction only.
 _ALLOWED_GLOBALS = {
@@ -157,7 +196,31 @@ def _class_names(d: dict[str, Any], label: str, key: str, n_classes: int) -> lis
     return [str(_text(n)) for n in names]
 
 
-def _read_folder(folder: Path, specs: list[FileSpec], name: str, verify: bool) -> dict[str, tuple[bytes, str]]:
+def read_binary_batch(raw: bytes, label: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (uint8 (n, 3, 32, 32), int64 (n,)) arrays of one binary-version batch file.
+
+    Raises:
+        DataError: The size is not a whole number of records, or a label byte is too large.
+    """
+    if not raw or len(raw) % RECORD_BYTES:
+        raise DataError(
+            f"Corrupt data file {label}: {len(raw)} bytes is not a whole number of "
+            f"{RECORD_BYTES}-byte CIFAR binary records (1 label byte, then 3072 pixel bytes), so "
+            "it is truncated or not a CIFAR binary batch. Put a fresh copy of it there."
+        )
+    records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, RECORD_BYTES)
+    y = records[:, 0].astype(np.int64)
+    if int(y.max()) >= n_classes:
+        raise DataError(
+            f"Corrupt data file {label}: label byte {int(y.max())} is outside 0..{n_classes - 1}."
+        )
+    return records[:, 1:].reshape(-1, 3, 32, 32), y
+
+
+Files = dict[str, tuple[bytes, str]]  # file name -> (raw bytes, display label)
+
+
+def _read_folder(folder: Path, specs: list[FileSpec], name: str, verify: bool) -> Files:
     out = {}
     for spec in specs:
         path = folder / spec.name
@@ -167,10 +230,10 @@ def _read_folder(folder: Path, specs: list[FileSpec], name: str, verify: bool) -
     return out
 
 
-def _read_tarball(tar_path: Path, layout: CifarLayout, specs: list[FileSpec]) -> dict[str, tuple[bytes, str]]:
-    """Read the needed members of the tarball in one sequential pass."""
-    wanted = {f"{layout.folder}/{s.name}": s.name for s in specs}
-    out: dict[str, tuple[bytes, str]] = {}
+def _read_tarball(tar_path: Path, folder: str, specs: list[FileSpec], url: str) -> Files:
+    """Read the needed members (``folder/<name>``) of the tarball in one sequential pass."""
+    wanted = {f"{folder}/{s.name}": s.name for s in specs}
+    out: Files = {}
     try:
         with tarfile.open(tar_path, "r:gz") as tar:
             for member in tar:
@@ -181,7 +244,7 @@ def _read_tarball(tar_path: Path, layout: CifarLayout, specs: list[FileSpec]) ->
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
         raise DataError(
             f"Corrupt data file {tar_path}: not a complete .tar.gz archive ({err}). Delete it "
-            f"and download {layout.tarball.urls[0]} again."
+            f"and download {url} again."
         ) from None
     lost = [m for m, n in wanted.items() if n not in out]
     if lost:
@@ -189,64 +252,102 @@ def _read_tarball(tar_path: Path, layout: CifarLayout, specs: list[FileSpec]) ->
     return out
 
 
-def _read_files(name: str, split: str, root: Path, verify: bool) -> dict[str, tuple[bytes, str]]:
-    """Raw bytes and a display label of the split's batches and the meta file."""
-    layout = CIFAR_SETS[name]
+def _lacking(folder: Path, specs: list[FileSpec], version: str, always: bool) -> str:
+    """'the folder F with a, b' (the files it lacks); 'the folder F' if absent and not always."""
+    if not always and not folder.is_dir():
+        return f"the folder {folder}{version}"
+    lacking = [s.name for s in specs if not (folder / s.name).is_file()]
+    return f"the folder {folder}{version} with {', '.join(lacking)}"
+
+
+def _read_files(name: str, split: str, root: Path, verify: bool) -> tuple[str, Files]:
+    """Which version the data root holds ("python" or "binary"), and its split's raw files.
+
+    The python version's files are the split's batches and the meta file; the binary
+    version's, the split's ``.bin`` batches. Folders win over tarballs, the python version
+    over the binary one; with neither, the python tarball is downloaded when online.
+    """
+    layout, binary = CIFAR_SETS[name], CIFAR_BIN_SETS.get(name)
     specs = [*layout.batches[split], layout.meta]
     folder = root / layout.folder
     if all((folder / s.name).is_file() for s in specs):
-        return _read_folder(folder, specs, name, verify)
+        return "python", _read_folder(folder, specs, name, verify)
+    bin_specs = list(binary.batches[split]) if binary else []
+    bin_folder = root / binary.folder if binary else None
+    if binary and bin_folder and all((bin_folder / s.name).is_file() for s in bin_specs):
+        return "binary", _read_folder(bin_folder, bin_specs, name, verify)
     tar_path = root / layout.tarball.name
+    if not tar_path.is_file() and binary and (root / binary.tarball.name).is_file():
+        bin_tar = root / binary.tarball.name
+        if verify:
+            check_md5(bin_tar, binary.tarball.md5, name)
+        return "binary", _read_tarball(bin_tar, binary.folder, bin_specs, binary.tarball.urls[0])
     if not tar_path.is_file():
         why = download(layout.tarball, tar_path)
         if why is not None:
-            lacking = [s.name for s in specs if not (folder / s.name).is_file()]
-            what = (f"neither the folder {folder} with {', '.join(lacking)} nor the tarball "
-                    f"{tar_path} was found")
-            raise missing_error(
-                name, what, why,
-                f"Download {layout.tarball.urls[0]} (md5 {layout.tarball.md5}) into {root} "
-                f"(read as is, or extracted to {folder}).",
-            )
+            places = [_lacking(folder, specs, "", True)]
+            how = (f"Download {layout.tarball.urls[0]} (md5 {layout.tarball.md5}) into {root} "
+                   f"(read as is, or extracted to {folder})")
+            if binary and bin_folder:
+                places.append(_lacking(bin_folder, bin_specs, " (binary version)", False))
+                places.append(f"the tarball {root / binary.tarball.name}")
+                how += (f", or the binary version {binary.tarball.urls[0]} (md5 "
+                        f"{binary.tarball.md5}, read as is, or extracted to {bin_folder})")
+            places.append(f"the tarball {tar_path}")
+            what = f"neither {', nor '.join(places)} was found"
+            raise missing_error(name, what, why, how + ".")
     elif verify:
         check_md5(tar_path, layout.tarball.md5, name)
-    return _read_tarball(tar_path, layout, specs)
+    return "python", _read_tarball(tar_path, layout.folder, specs, layout.tarball.urls[0])
 
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(
     name: str, split: str, root: str, verify: bool, labels: str
-) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...], str]:
     layout = CIFAR_SETS[name]
     batch_key, names_key = layout.label_keys[labels]
     n_classes = layout.sizes[labels]
-    files = _read_files(name, split, Path(root), verify)
-    raw, label = files[layout.meta.name]
-    classes = _class_names(read_pickle(raw, label), label, names_key, n_classes)
+    version, files = _read_files(name, split, Path(root), verify)
     xs, ys = [], []
-    for spec in layout.batches[split]:
-        raw, label = files[spec.name]
-        x, y = _batch(read_pickle(raw, label), label, batch_key, n_classes)
-        xs.append(x)
-        ys.append(y)
+    if version == "binary":
+        bin_layout = CIFAR_BIN_SETS[name]
+        classes = list(bin_layout.classes)
+        for spec in bin_layout.batches[split]:
+            x, y = read_binary_batch(*files[spec.name], n_classes)
+            xs.append(x)
+            ys.append(y)
+    else:
+        raw, label = files[layout.meta.name]
+        classes = _class_names(read_pickle(raw, label), label, names_key, n_classes)
+        for spec in layout.batches[split]:
+            raw, label = files[spec.name]
+            x, y = _batch(read_pickle(raw, label), label, batch_key, n_classes)
+            xs.append(x)
+            ys.append(y)
     x_all = torch.from_numpy(np.concatenate(xs))
-    return x_all, torch.from_numpy(np.concatenate(ys)), tuple(classes)
+    return x_all, torch.from_numpy(np.concatenate(ys)), tuple(classes), version
 
 
 def _load(name: str, split: str, root: Path, verify: bool, labels: str) -> ImageSet:
     caller = f"load({name!r})"
     check_bool(verify, "verify", caller)
     check_choice(labels, "labels", caller, tuple(CIFAR_SETS[name].label_keys))
-    x, y, classes = _load_cached(name, split, str(root.resolve()), verify, labels)
+    x, y, classes, version = _load_cached(name, split, str(root.resolve()), verify, labels)
     layout = CIFAR_SETS[name]
     meta = {"name": name, "split": split, "classes": list(classes), "bounds": (0.0, 1.0),
-            "mean": layout.mean, "std": layout.std, "labels": labels}
+            "mean": layout.mean, "std": layout.std, "labels": labels, "version": version}
     return ImageSet(x.float().div_(255.0), y.clone(), meta)
 
 
 @register("cifar10")
 def load_cifar10(split: str, root: Path, seed: int, verify: bool = True) -> ImageSet:
     """CIFAR-10 (Krizhevsky 2009): 3×32×32 float32 in [0, 1], 50 000 train / 10 000 test.
+
+    Reads the python version (``cifar-10-batches-py/`` or ``cifar-10-python.tar.gz``) or the
+    binary version (``cifar-10-batches-bin/`` or ``cifar-10-binary.tar.gz``), whichever the
+    data root holds; ``meta["version"]`` says which ("python" or "binary"). Both hold the
+    same images and labels in the same order.
 
     ``meta["mean"]``/``["std"]`` hold the protocol's normalization, mean (0.4914, 0.4822,
     0.4465) and std (0.2023, 0.1994, 0.2010), for ``models.build(..., normalize=(mean,
