@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import pickle
+import shutil
 import tarfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -225,21 +225,18 @@ def _bin_files(n: int = 6, seed: int = 0) -> tuple[dict[str, bytes], dict[str, t
 
 
 def _write_bin(root: Path, files: dict[str, bytes], form: str = "folder") -> Path:
+    """The binary batches as the extracted folder, or (form "tarball") as the archive only."""
     layout = cifar.CIFAR_BIN_SETS["cifar10"]
+    folder = root / ("src" if form == "tarball" else "") / layout.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, raw in {"batches.meta.txt": b"airplane\n", **files}.items():
+        (folder / name).write_bytes(raw)
     if form == "folder":
-        folder = root / layout.folder
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, raw in files.items():
-            (folder / name).write_bytes(raw)
         return folder
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / layout.tarball.name
-    with tarfile.open(path, "w:gz") as tar:
-        for name, raw in {"batches.meta.txt": b"airplane\n", **files}.items():
-            info = tarfile.TarInfo(f"{layout.folder}/{name}")
-            info.size = len(raw)
-            tar.addfile(info, io.BytesIO(raw))
-    return path
+    with tarfile.open(root / layout.tarball.name, "w:gz") as tar:
+        tar.add(folder, arcname=layout.folder)
+    shutil.rmtree(folder.parent)
+    return root / layout.tarball.name
 
 
 @pytest.mark.parametrize("form", ["folder", "tarball"])

@@ -99,20 +99,21 @@ class CifarBinLayout:
     classes: tuple[str, ...]
 
 
-# The binary version (``cifar-10-binary.tar.gz``); md5s of the published files.
+# The binary version (``cifar-10-binary.tar.gz``): md5s of its published batch files.
+_BIN_MD5 = {
+    "train": ("5dd7e06a14cb22eb9f671a540d1b7c25", "5ea93a67294ea407fff1d09f752e9692",
+              "942cd6a4bcdd0dd3c604fbe906cb4421", "ae636b3ba5c66a11e91e8cb52e771fcb",
+              "53f37980c15c3d472c316c40844f3f0d"),
+    "test": ("803d5f7f4d78ea53de84dbe85f74fb6d",),
+}
 CIFAR_BIN_SETS: dict[str, CifarBinLayout] = {
     "cifar10": CifarBinLayout(
         folder="cifar-10-batches-bin",
         tarball=FileSpec("cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530",
                          (_TORONTO + "cifar-10-binary.tar.gz",)),
-        batches={
-            "train": (FileSpec("data_batch_1.bin", "5dd7e06a14cb22eb9f671a540d1b7c25"),
-                      FileSpec("data_batch_2.bin", "5ea93a67294ea407fff1d09f752e9692"),
-                      FileSpec("data_batch_3.bin", "942cd6a4bcdd0dd3c604fbe906cb4421"),
-                      FileSpec("data_batch_4.bin", "ae636b3ba5c66a11e91e8cb52e771fcb"),
-                      FileSpec("data_batch_5.bin", "53f37980c15c3d472c316c40844f3f0d")),
-            "test": (FileSpec("test_batch.bin", "803d5f7f4d78ea53de84dbe85f74fb6d"),),
-        },
+        batches={"train": tuple(FileSpec(f"data_batch_{i}.bin", md5)
+                                for i, md5 in enumerate(_BIN_MD5["train"], 1)),
+                 "test": (FileSpec("test_batch.bin", _BIN_MD5["test"][0]),)},
         # The order of the label bytes (batches.meta.txt of the published archive).
         classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                  "truck"),
