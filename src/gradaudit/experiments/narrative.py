@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -9,6 +10,7 @@ __all__ = [
     "blockmnist_findings",
     "diffroar_findings",
     "leakage_control_sentence",
+    "mean_below_one",
     "synthetic_findings",
 ]
 
@@ -36,8 +38,20 @@ def synthetic_findings(v1: Sequence[dict[str, Any]], simplified: Sequence[dict[s
     return out
 
 
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values)
+def mean_below_one(levels: Sequence[float], values: Sequence[float]) -> float:
+    """Mean of ``values`` over the levels k < 1 (NaN if there is none).
+
+    At k = 1 every pixel is kept: the keep-mask is constant, top-k and bottom-k share their
+    retrains, so DiffROAR is 0 and the mask-only accuracy is the majority-class rate by
+    construction. Averaging that level in would dilute every "mean over the levels".
+    """
+    vals = [v for k, v in zip(levels, values, strict=True) if k < 1]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+def _levels_note(levels: Sequence[float]) -> str:
+    below = [k for k in levels if k < 1]
+    return "the levels k < 1" if len(below) != 1 else f"k = {below[0]:g}"
 
 
 def blockmnist_findings(results: dict[str, Any]) -> list[str]:
@@ -56,9 +70,9 @@ def blockmnist_findings(results: dict[str, Any]) -> list[str]:
         out.append(f"{d}: least leakage (null-block mass share) for {ranked[0][1]} ({_pct(ranked[0][0])}), "
                    f"most for {ranked[-1][1]} ({_pct(ranked[-1][0])}).")
     for label, res in results.get("diffroar", {}).items():
-        d = res["curves"]["attribution"]["diffroar"]["mean"]
-        out.append(f"DiffROAR of {label} on BlockMNIST: {d[0]:+.3f} at k = {res['levels'][0]:g}, "
-                   f"mean {_mean(d):+.3f} over the levels.")
+        d, lv = res["curves"]["attribution"]["diffroar"]["mean"], res["levels"]
+        out.append(f"DiffROAR of {label} on BlockMNIST: {d[0]:+.3f} at k = {lv[0]:g}, "
+                   f"mean {mean_below_one(lv, d):+.3f} over {_levels_note(lv)}.")
     return out
 
 
@@ -67,23 +81,33 @@ def leakage_control_sentence(by_model: Mapping[str, Mapping[str, Any]]) -> str:
     with_leak = {lab: res for lab, res in by_model.items() if "leakage" in res}
     if not with_leak:
         return "The mask-only control did not run, so class-information leakage through the mask is not measured."
-    raw = {lab: _mean(res["curves"]["attribution"]["diffroar"]["mean"]) for lab, res in with_leak.items()}
-    clean = {lab: _mean(res["leakage"]["attribution"]["diffroar_minus_mask_only"]["mean"])
+    if not any(k < 1 for res in with_leak.values() for k in res["levels"]):
+        return ("Every DiffROAR level is k = 1 (all pixels kept), where the keep-mask is constant: the "
+                "mask-only control measures nothing there.")
+
+    def below_one(res: Mapping[str, Any], values: Sequence[float]) -> float:
+        return mean_below_one(res["levels"], values)
+
+    raw = {lab: below_one(res, res["curves"]["attribution"]["diffroar"]["mean"]) for lab, res in with_leak.items()}
+    clean = {lab: below_one(res, res["leakage"]["attribution"]["diffroar_minus_mask_only"]["mean"])
              for lab, res in with_leak.items()}
     order_raw = sorted(raw, key=raw.get, reverse=True)
     order_clean = sorted(clean, key=clean.get, reverse=True)
-    top_mask = max(_mean(res["leakage"]["attribution"]["mask_only"]["top"]["mean"]) for res in with_leak.values())
-    parts = [f"Models retrained on the keep-mask alone reach up to {_pct(top_mask)} accuracy on top-k masks "
-             "(averaged over levels), so the mask itself carries class information."]
+    levels = sorted({k for res in with_leak.values() for k in res["levels"]})
+    top_mask = max(below_one(res, res["leakage"]["attribution"]["mask_only"]["top"]["mean"])
+                   for res in with_leak.values())
+    parts = [f"Models retrained on the keep-mask alone reach up to {100 * top_mask:.1f}% accuracy on top-k masks "
+             f"(mean over {_levels_note(levels)}; at k = 1 the mask is constant), so the mask itself carries "
+             "class information."]
     if len(with_leak) > 1:
         same = order_raw == order_clean
-        parts.append(f"Ordered by mean DiffROAR: {', '.join(order_raw)}; after subtracting the mask-only DiffROAR: "
+        parts.append(f"Ordered by mean DiffROAR (k < 1): {', '.join(order_raw)}; after subtracting the mask-only DiffROAR: "
                      f"{', '.join(order_clean)} — the ordering {'survives' if same else 'does NOT survive'} once "
                      "the leakage is removed.")
     else:
         lab = order_raw[0]
         keeps = (raw[lab] > 0) == (clean[lab] > 0)
-        parts.append(f"Mean DiffROAR {raw[lab]:+.3f}, {clean[lab]:+.3f} after subtracting the mask-only DiffROAR: "
+        parts.append(f"Mean DiffROAR (k < 1) {raw[lab]:+.3f}, {clean[lab]:+.3f} after subtracting the mask-only DiffROAR: "
                      f"its sign {'survives' if keeps else 'flips'} once the leakage is removed.")
     return " ".join(parts)
 

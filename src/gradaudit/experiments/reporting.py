@@ -85,11 +85,6 @@ def add_diffroar(r: Report, by_model: Mapping[str, Mapping[str, Any]], data_name
     r.paragraph(narrative.leakage_control_sentence(by_model))
 
 
-def _below_one(levels: Sequence[float], values: Sequence[float]) -> float:
-    vals = [v for k, v in zip(levels, values, strict=True) if k < 1]
-    return sum(vals) / len(vals) if vals else math.nan
-
-
 def leak_aware_rows(by_target: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
     """Per (model, target): mean DiffROAR, mean mask-only DiffROAR and their difference (k < 1)."""
     rows = []
@@ -104,11 +99,11 @@ def leak_aware_rows(by_target: Mapping[str, Mapping[str, Mapping[str, Any]]]) ->
                 d = res["curves"][name]["diffroar"]["mean"]
                 leak = res.get("leakage", {}).get(name)
                 row: dict[str, Any] = {"model": label if name == "attribution" else "random attribution",
-                                       "target": target, "DiffROAR": _below_one(lv, d),
+                                       "target": target, "DiffROAR": narrative.mean_below_one(lv, d),
                                        "DiffROAR at k=0.05": d[lv.index(0.05)] if 0.05 in lv else None}
                 if leak is not None:
-                    row["mask-only DiffROAR"] = _below_one(lv, leak["mask_only_diffroar"]["mean"])
-                    row["difference"] = _below_one(lv, leak["diffroar_minus_mask_only"]["mean"])
+                    row["mask-only DiffROAR"] = narrative.mean_below_one(lv, leak["mask_only_diffroar"]["mean"])
+                    row["difference"] = narrative.mean_below_one(lv, leak["diffroar_minus_mask_only"]["mean"])
                 rows.append(row)
     return rows
 
