@@ -139,17 +139,22 @@ def check_shape(actual: Sequence[int], expected: Sequence[int | None], name: str
         )
 
 
-def format_validation_error(err: Exception) -> str:
-    """One line for a pydantic ValidationError: each bad field, why, and the value given."""
+def format_validation_error(err: Exception, title: str | None = None) -> str:
+    """One line for a pydantic ValidationError: each bad field, why, and the value given.
+
+    ``title`` names what was validated ("config of study 'blockmnist'"; default: the model's
+    class name).
+    """
     errors = getattr(err, "errors", None)
     if errors is None:
         return str(err)
-    title = getattr(err, "title", "config")
+    title = title or getattr(err, "title", "config")
     parts = []
     for e in errors():
         loc = ".".join(str(p) for p in e.get("loc", ())) or "value"
-        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ").rstrip(".")
         given = e.get("input")
-        shown = "" if isinstance(given, dict) else f" (got {given!r})"
-        parts.append(f"{loc}: {msg}{shown}")
+        said = "got " in msg.lower() or repr(given) in msg  # the message already shows the value
+        shown = "" if said or isinstance(given, dict) else f" (got {given!r})"
+        parts.append(f"{loc} {msg}{shown}" if msg.startswith("must ") else f"{loc}: {msg}{shown}")
     return f"Invalid {title}: " + "; ".join(parts) + "."

@@ -126,7 +126,10 @@ def train(
                     weight_decay=weight_decay, schedule=schedule, augment=augment, attack=attack, eps=eps,
                     attack_steps=attack_steps, regularizer=reg, reg_weight=weight,
                     val_fraction=val_fraction, seed=seed)
+    dev = _device(device)
+    # both splits before the first epoch: a missing or corrupt test file stops here, not after training
     train_set = data_mod.load(dataset, "train", root=data_root, seed=seed)
+    test_set = data_mod.load(dataset, "test", root=data_root, seed=seed)
     options: dict[str, Any] = {}
     if model in ("mlp",):
         options["hidden"] = parse_ints(hidden, "hidden")
@@ -137,10 +140,8 @@ def train(
     spec = ModelSpec(name=model, input_shape=train_set.input_shape, num_classes=train_set.num_classes,
                      options=options)
     net = spec.build(seed=seed)
-    result = fit(net, train_set, recipe, out=out, device=_device(device), quiet=quiet,
-                 spec=spec.model_dump(mode="json"))
-    test_set = data_mod.load(dataset, "test", root=data_root, seed=seed)
-    test_acc = accuracy(net, test_set.x, test_set.y, device=device)
+    result = fit(net, train_set, recipe, out=out, device=dev, quiet=quiet, spec=spec.model_dump(mode="json"))
+    test_acc = accuracy(net, test_set.x, test_set.y, device=dev)
     from ._io import read_json, write_json
 
     info = read_json(out / "run.json")

@@ -26,6 +26,7 @@ __all__ = [
     "STUDIES",
     "Context",
     "Study",
+    "check_folders",
     "execute",
     "get_study",
     "register",
@@ -113,7 +114,7 @@ def study_config(
     """The validated config of study ``name`` (defaults ← quick ← YAML ← overrides)."""
     study = get_study(name)
     return build_config(study.config, quick=study.quick if quick else None, path=config,
-                        overrides=overrides)
+                        overrides=overrides, label=f"config of study {name!r}")
 
 
 def run_study(
@@ -131,17 +132,51 @@ def run_study(
 ) -> Path:
     """Run study ``name`` end to end; return the path of its report.html.
 
-    The config is validated before any work starts. Jobs go to ``store`` (default
-    ``<out>/store``), so a second call with the same config reuses every finished job.
+    Everything is checked before the first job starts: the whole config (types, ranges,
+    names, and the values each step will pass to the library, by the library's own checks),
+    the output and store folders, and the data files the config names (present, md5-correct,
+    loadable: they are loaded here, into the cache the study then reads). Jobs go to
+    ``store`` (default ``<out>/store``), so a second call with the same config reuses every
+    finished job.
     """
     study = get_study(name)
     cfg = study_config(name, quick=quick, config=config, overrides=overrides)
     out_dir = Path(out) if out is not None else Path("runs") / name
+    store_dir = Path(store) if store is not None else out_dir / "store"
+    check_folders(name, out_dir, store_dir)
+    from .steps import check_data  # (steps imports this module)
+
+    check_data(cfg, str(data_root) if data_root else None)
     with make_executor(executor) as ex:
-        ctx = Context(out=out_dir, store=RunStore(store if store is not None else out_dir / "store"),
+        ctx = Context(out=out_dir, store=RunStore(store_dir),
                       device=device, quiet=quiet, data_root=Path(data_root) if data_root else None,
                       quick=quick, executor=ex)
         return execute(study, cfg, ctx)
+
+
+def _writable(folder: Path, option: str) -> None:
+    """Raise unless ``folder`` is, or can be created as, a folder this process writes into."""
+    if folder.exists() and not folder.is_dir():
+        raise ParameterError(f"{option} {folder} is a file; give a folder (it is created if missing).")
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ParameterError(f"{option} {folder}: cannot write into {existing}; give a folder you can write to.")
+
+
+def check_folders(name: str, out: Path, store: Path) -> None:
+    """Raise, before any work, if the study folder or the store cannot take this study's files:
+    a file in their place, no write permission, or results of another study in ``out``."""
+    _writable(out, "--out")
+    _writable(store, "--store")
+    results = out / RESULTS
+    if results.is_file():
+        try:
+            other = read_json(results).get("study")
+        except (OSError, ValueError, AttributeError):
+            other = None  # unreadable: the run rewrites it
+        if other is not None and other != name:
+            raise ParameterError(f"--out {out} holds the results of study {other!r}; give study {name!r} "
+                                 "another --out (or delete the folder).")
 
 
 def execute(study: Study, cfg: StudyConfig, ctx: Context) -> Path:

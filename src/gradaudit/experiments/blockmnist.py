@@ -21,7 +21,7 @@ from ..report import Report, plots
 from ..training import Recipe
 from . import narrative
 from .base import Context, Study, register
-from .config import StudyConfig
+from .config import DatasetName, Fractions, LeakageKs, MethodName, StudyConfig
 from .measures import DiffROARRequest, DiffROARSettings, diffroar_results, road_result
 from .reporting import add_diffroar, add_footer, add_road, leakage_rows
 from .steps import (
@@ -53,15 +53,15 @@ def default_models() -> list[ModelConfig]:
 class BlockMNISTConfig(StudyConfig):
     """Config of the ``blockmnist`` study."""
 
-    datasets: list[str] = Field(default_factory=lambda: ["blockmnist", "blockmnist-top"])
+    datasets: list[DatasetName] = Field(default_factory=lambda: ["blockmnist", "blockmnist-top"])
     models: list[ModelConfig] = Field(default_factory=default_models)
-    method: str = "grad"
+    method: MethodName = "grad"
     target: str = Field("label", pattern="^(label|predicted)$")
-    leakage_ks: list[float] = Field(default_factory=lambda: [2.5, 5, 10, 15, 20, 25, 30])
+    leakage_ks: LeakageKs = Field(default_factory=lambda: [2.5, 5, 10, 15, 20, 25, 30])
     diffroar_models: list[str] = Field(default_factory=lambda: ["MLP", "MLP ℓ2 ε=2"],
                                        description="Labels of the models audited by DiffROAR on BlockMNIST.")
     diffroar: DiffROARSettings = Field(default_factory=lambda: DiffROARSettings(levels=[0.05, 0.1, 0.2, 0.5, 1.0]))
-    road_percentages: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5, 0.7, 0.9])
+    road_percentages: Fractions = Field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5, 0.7, 0.9])
     n_train: int | None = Field(None, ge=100, description="Use the first n training images (None: all).")
     n_test: int | None = Field(None, ge=100, description="Use the first n test images (None: all).")
 

@@ -4,21 +4,108 @@ Precedence (later wins): the study's defaults, its quick preset (``--quick``), t
 file (``--config``), then ``--set key=value`` overrides. The merged config is validated
 once, before any work starts; an unknown key, a wrong type or an impossible value gives
 one error naming the key.
+
+Values that a library function will receive are checked by that function's own check,
+declared beside the field (:func:`library_check`): ``diffroar.levels`` by DiffROAR's, a
+study's ``leakage_ks`` by ``leakage``'s, ``road_percentages`` by ``road``'s, attribution
+method and dataset names by their registries. So ``--set diffroar.levels=[0,0.5]`` fails
+when the config is read, not after the models it would audit are trained.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
-from .._validation import ParameterError, format_validation_error
+from .._validation import GradauditError, ParameterError, format_validation_error
 
-__all__ = ["StudyConfig", "build_config", "deep_merge", "parse_override", "to_yaml"]
+__all__ = [
+    "DatasetName",
+    "Fractions",
+    "LeakageKs",
+    "Levels",
+    "MethodName",
+    "StudyConfig",
+    "build_config",
+    "deep_merge",
+    "library_check",
+    "parse_override",
+    "to_yaml",
+]
+
+# "The 'levels' parameter of diffroar() must ..." -> "must ...": the config key names the value.
+_PREFIX = re.compile(r"^The '\w+' (?:parameter|argument) of \S+\s*")
+
+
+def library_check(check: Callable[[Any], Any]) -> AfterValidator:
+    """A field validator that runs ``check(value)``, the check of the library function the
+    value is passed to, when the config is read; its error becomes the field's error.
+
+    The function's own check is the one rule: a config cannot accept what the function
+    will refuse hours later, nor refuse what it accepts.
+    """
+
+    def run(value: Any) -> Any:
+        try:
+            check(value)
+        except GradauditError as err:
+            raise ValueError(_PREFIX.sub("", str(err), count=1)) from None
+        return value
+
+    return AfterValidator(run)
+
+
+def _levels(value: Any) -> None:
+    from ..evaluation.retrain_setup import _check_levels  # diffroar's own check
+
+    _check_levels(value, "diffroar()")
+
+
+def _leakage_ks(value: Any) -> None:
+    import torch
+
+    from ..evaluation.leakage import _check  # leakage's own check
+
+    # a stand-in map of 2**30 coordinates (no memory): k against the image size is checked at run time
+    _check(torch.empty(()).expand(1, 1, 1, 1 << 30), value, 0)
+
+
+def _fractions(value: Any) -> None:
+    from ..evaluation._curves import check_fractions
+
+    check_fractions(value, "percentages", "road()")
+
+
+def _method(value: Any) -> None:
+    from ..attribution import get_method
+
+    get_method(value)
+
+
+def _dataset(value: Any) -> None:
+    from .._validation import unknown_name
+    from ..data import DATASETS
+
+    if value not in DATASETS:
+        raise ParameterError(unknown_name("dataset", value, DATASETS))
+
+
+Levels = Annotated[list[float], library_check(_levels)]
+"""DiffROAR's fractions k kept, checked by ``diffroar``'s own check."""
+LeakageKs = Annotated[list[float], library_check(_leakage_ks)]
+"""Top-k levels in percent, checked by ``leakage``'s own check."""
+Fractions = Annotated[list[float], library_check(_fractions)]
+"""Fractions removed (ROAD), checked by ``road``'s own check."""
+MethodName = Annotated[str, library_check(_method)]
+"""A registered attribution method."""
+DatasetName = Annotated[str, library_check(_dataset)]
+"""A registered dataset."""
 
 
 class StudyConfig(BaseModel):
@@ -74,8 +161,11 @@ def build_config(
     quick: Mapping[str, Any] | None = None,
     path: str | os.PathLike[str] | None = None,
     overrides: list[str] | tuple[str, ...] = (),
+    label: str | None = None,
 ) -> C:
-    """Merge defaults, quick preset, YAML file and overrides; validate once."""
+    """Merge defaults, quick preset, YAML file and overrides; validate once.
+
+    ``label`` names the config in errors ("config of study 'blockmnist'")."""
     merged: dict[str, Any] = {}
     if quick:
         merged = deep_merge(merged, quick)
@@ -86,7 +176,11 @@ def build_config(
     try:
         return cls.model_validate(merged)
     except ValidationError as err:
-        raise ParameterError(format_validation_error(err)) from None
+        loc = err.errors()[0].get("loc", ())
+        cut = next((i for i, p in enumerate(loc) if isinstance(p, int)), len(loc))  # --set sets whole lists
+        key = ".".join(str(p) for p in loc[:cut]) or "KEY"
+        where = f"--set {key}=VALUE" + (f" or in {path}" if path is not None else "")
+        raise ParameterError(f"{format_validation_error(err, label)} Change it with {where}.") from None
 
 
 def to_yaml(config: BaseModel) -> str:

@@ -19,7 +19,7 @@ from .._validation import ParameterError
 from ..report import Report
 from . import narrative
 from .base import Context
-from .config import StudyConfig
+from .config import DatasetName, Fractions, MethodName, StudyConfig
 from .measures import DiffROARRequest, DiffROARSettings, diffroar_results, road_result
 from .reporting import add_diffroar, add_footer, add_road, leak_aware_rows
 from .steps import DataRef, ModelConfig, attribution_maps, study_data, trained_models
@@ -30,17 +30,17 @@ __all__ = ["DiffROARStudyConfig", "report_diffroar_study", "run_diffroar_study"]
 class DiffROARStudyConfig(StudyConfig):
     """DiffROAR of attributions of several models on one dataset."""
 
-    dataset: str
+    dataset: DatasetName
     data_options: dict[str, Any] = Field(default_factory=dict, description="Options of data.load, e.g. verify.")
     n_train: int | None = Field(None, ge=10, description="Use the first n training images (None: all).")
     n_test: int | None = Field(None, ge=10, description="Use the first n test images (None: all).")
     models: list[ModelConfig]
-    method: str = "grad"
+    method: MethodName = "grad"
     targets: list[str] = Field(default_factory=lambda: ["label", "predicted"])
     predicted_models: list[str] | None = Field(
         None, description="Models also audited with target 'predicted' (None: all).")
     diffroar: DiffROARSettings = Field(default_factory=DiffROARSettings)
-    road_percentages: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5, 0.7, 0.9])
+    road_percentages: Fractions = Field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5, 0.7, 0.9])
 
     @model_validator(mode="after")
     def _check(self) -> DiffROARStudyConfig:

@@ -22,6 +22,7 @@ from ..models import ModelSpec
 from ..runs import Job, RunStore
 from ..training import Recipe, load_run
 from .base import Context
+from .config import Levels
 from .steps import MAPS, DataRef, TrainedModel, load_data
 
 __all__ = ["DiffROARRequest", "DiffROARSettings", "diffroar_job", "diffroar_results", "road_result"]
@@ -32,7 +33,7 @@ class DiffROARSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    levels: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    levels: Levels = Field(default_factory=lambda: [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
     seeds: int = Field(3, ge=1)
     fill: str = Field("zero", pattern="^(zero|mean)$")
     rank: str = Field("element", pattern="^(element|channel-sum)$")

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,10 +24,12 @@ from torch import nn
 
 from .. import attribution, data
 from .._io import load_tensors, save_tensors
+from .._validation import ParameterError, unknown_name
 from ..models import ModelSpec
 from ..runs import Job
 from ..training import Recipe, accuracy, fit, load_run
 from .base import Context
+from .config import library_check
 
 __all__ = [
     "DataRef",
@@ -35,6 +37,7 @@ __all__ = [
     "ModelConfig",
     "TrainedModel",
     "attribution_maps",
+    "check_data",
     "dataset",
     "load_arrays",
     "load_data",
@@ -62,13 +65,20 @@ class DataRef(BaseModel):
     n_test: int | None = Field(None, ge=1)
 
 
+def _model_name(name: Any) -> None:
+    from ..models import MODELS
+
+    if name not in MODELS:
+        raise ParameterError(unknown_name("model", name, MODELS))
+
+
 class ModelConfig(BaseModel):
     """One model to audit: its architecture and its recipe."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     label: str = Field(description="Name shown in reports, e.g. 'MLP ℓ∞ 16/255'.")
-    model: str = "mlp"
+    model: Annotated[str, library_check(_model_name)] = "mlp"
     model_options: dict[str, Any] = Field(default_factory=dict)
     recipe: Recipe = Field(default_factory=Recipe)
     init_seed: int = Field(0, ge=0)
@@ -96,6 +106,36 @@ def load_data(ref: DataRef, data_root: str | None) -> tuple[data.ImageSet, data.
     if ref.n_test is not None:
         test = test.subset(slice(0, ref.n_test))
     return train, test
+
+
+def _data_fields(node: Any, seed: int = 0) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """(dataset name, seed, data options) of every ``dataset`` / ``datasets`` field in a dumped
+    config, each with the nearest enclosing ``seed`` and ``data_options``."""
+    if isinstance(node, Mapping):
+        seed = node["seed"] if isinstance(node.get("seed"), int) else seed
+        options = node.get("data_options") if isinstance(node.get("data_options"), Mapping) else {}
+        names = [node.get("dataset")] if isinstance(node.get("dataset"), str) else []
+        names += [n for n in node.get("datasets") or [] if isinstance(n, str)]
+        for name in names:
+            yield name, seed, dict(options)
+        for value in node.values():
+            yield from _data_fields(value, seed)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _data_fields(value, seed)
+
+
+def check_data(cfg: BaseModel, data_root: str | None) -> None:
+    """Load both splits of every dataset ``cfg`` names, before any job starts.
+
+    A missing, corrupt (md5) or unreadable data file raises its :class:`DataError` here, not
+    after the first models are trained; the splits stay in the process's cache, where the
+    study's own loads find them.
+    """
+    for name, seed, options in dict.fromkeys(
+            (n, s, tuple(sorted(o.items()))) for n, s, o in _data_fields(cfg.model_dump(mode="json"))):
+        for split in ("train", "test"):
+            _load(name, split, data_root, seed, options)
 
 
 def study_data(ctx: Context, ref: DataRef) -> tuple[data.ImageSet, data.ImageSet]:
