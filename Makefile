@@ -1,5 +1,6 @@
 # Two commands on a fresh clone: `make run` (the main study, ends in a report) and `make test`.
-# Both create .venv on first use and install what they need.
+# Both create .venv on first use and install what they need (the test oracles and Ray,
+# so the Ray executor's tests run, not skip).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -16,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,ray]'
 	$(BIN)/python -m pip install -q --no-deps torchattacks==3.5.1
 	touch $@
 

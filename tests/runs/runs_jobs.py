@@ -57,8 +57,10 @@ def train_job(job: Job, pause_after: int = 0) -> dict[str, Any]:
 
 
 def seeded_job(job: Job) -> dict[str, Any]:
-    """A cheap deterministic job: a seeded draw and a small seeded training-free computation."""
+    """A cheap deterministic job: a seeded draw and a small seeded training-free computation
+    (lasting at least the config's ``sleep`` seconds, if any)."""
     cfg = job.config
+    time.sleep(cfg.get("sleep", 0))
     g = torch.Generator().manual_seed(cfg["seed"])
     w = torch.randn(cfg["n"], cfg["n"], generator=g, dtype=torch.float64)
     (job.path / "pid").write_text(str(os.getpid()))
