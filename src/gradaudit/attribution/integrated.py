@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._validation import ParameterError
 from ..training import eval_mode
 from ._core import OBJECTIVES, GradFn, draw_generator, grid_chunks
 from ._paths import ModelGradient, weighted_gradient_sum
@@ -105,6 +106,10 @@ def make_baseline(
         return data_mean.to(x).expand_as(x)  # type: ignore[union-attr]  # checked by attribute()
     if baseline == "uniform":
         lo, hi = bounds
+        if x.numel() and not (float(x.min()) >= lo - 1e-5 * (hi - lo) and float(x.max()) <= hi + 1e-5 * (hi - lo)):
+            raise ParameterError(
+                f"The 'uniform' baseline draws from bounds=({lo:g}, {hi:g}) but the inputs range over "
+                f"[{float(x.min()):.4g}, {float(x.max()):.4g}]. Pass the data's bounds, e.g. bounds=train.bounds.")
         noise = torch.rand(x.shape[1:], generator=draw_generator(seed), dtype=x.dtype)
         return (lo + (hi - lo) * noise).to(x.device).expand_as(x)
     return _gaussian_blur(x, blur_sigma)

@@ -26,11 +26,12 @@ data. Two controls run through the same machinery:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from .._io import write_json
 from .._provenance import provenance
@@ -55,8 +56,8 @@ def _table(acc: Mapping[tuple[Arm, int], float], arms: Sequence[Arm], seeds: Seq
 
 def diffroar(
     model: nn.Module | str | os.PathLike[str] | None,
-    train: ImageSet,
-    test: ImageSet,
+    train: ImageSet | tuple[torch.Tensor, torch.Tensor] | Dataset,
+    test: ImageSet | tuple[torch.Tensor, torch.Tensor] | Dataset,
     *,
     method: str | None = None,
     attributions: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -76,6 +77,9 @@ def diffroar(
     max_stack: int = 32,
     device: str | torch.device = "cpu",
     quiet: bool = False,
+    make_model: Callable[[], nn.Module] | None = None,
+    train_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], nn.Module] | None = None,
+    executor: Any = None,
 ) -> DiffROARResult:
     """DiffROAR curve of an attribution: top-k minus bottom-k retrained accuracy per level k.
 
@@ -113,12 +117,24 @@ def diffroar(
         model: The audited model (attributions come from it, in eval mode, when ``method``
             is given), a finished ``training.fit`` run directory (model, spec and recipe are
             read from it), or None with precomputed ``attributions``.
-        train, test: Unmasked training and test sets (the model's input space).
+        train, test: Unmasked training and test sets (the model's input space): ImageSets,
+            ``(x, y)`` pairs of tensors or map-style Datasets of ``(image, label)``
+            (``data.as_imageset``: bounds given in ``meta["bounds"]`` are checked, else measured).
         method: Attribution method name (``gradaudit.attribution.METHODS``), or None.
         attributions: (train_maps, test_maps) shaped like ``train.x`` and ``test.x``.
-        spec: The audited architecture (retrains are ``spec.build(seed=r)``).
+        spec: The audited architecture, a registered one (retrains are ``spec.build(seed=r)``).
         recipe: The audited model's recipe; retrains use ``recipe.standard()`` (no attack,
             no regularizer), final-epoch weights, no selection on any test set.
+        make_model: Instead of ``spec``, any architecture: a zero-argument callable returning a
+            fresh, untrained ``nn.Module`` (called after ``torch.manual_seed(r)``). Given with a
+            ``spec`` or a ``model``, their parameter names and shapes must match, else one
+            error before any work.
+        train_fn: Instead of ``recipe``, your own training code: ``train_fn(model, x, y)`` returns
+            the trained module; called once per retrain (on the masked training inputs, on
+            ``device``) after ``torch.manual_seed(r)``. Retrains then run one by one
+            (:mod:`.retrain_custom`), resumable in ``out``, with both controls.
+        executor: With ``make_model``/``train_fn``: run the pending retrains with
+            ``executor.map`` (``runs.InProcessExecutor``, ``runs.RayExecutor``).
         target: Class whose logit is attributed: "label" (the paper) or "predicted".
             Recorded in the config (with precomputed maps it only records what they used).
         method_options: Options of ``method``.
@@ -149,7 +165,7 @@ def diffroar(
     s = check_arguments("diffroar()", model, train, test, method=method, attributions=attributions, spec=spec,
                recipe=recipe, target=target, method_options=method_options, levels=levels,
                seeds=seeds, seed=seed, fill=fill, rank=rank, random=random, mask_only=mask_only,
-               engine=engine, max_stack=max_stack)
+               engine=engine, max_stack=max_stack, make_model=make_model, train_fn=train_fn, executor=executor)
     rankings = make_rankings(s)
     views = ["pixels", "mask"] if s.controls["mask_only"] else ["pixels"]
     grid = {(n, side, v): [Arm(n, side, keep_count(k, r.d), v) for k in s.levels]
@@ -188,8 +204,8 @@ def _removal(protocol: str, model: Any, train: Any, test: Any, kw: dict[str, Any
 
 def roar(
     model: nn.Module | str | os.PathLike[str] | None,
-    train: ImageSet,
-    test: ImageSet,
+    train: ImageSet | tuple[torch.Tensor, torch.Tensor] | Dataset,
+    test: ImageSet | tuple[torch.Tensor, torch.Tensor] | Dataset,
     *,
     method: str | None = None,
     attributions: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -209,6 +225,9 @@ def roar(
     max_stack: int = 32,
     device: str | torch.device = "cpu",
     quiet: bool = False,
+    make_model: Callable[[], nn.Module] | None = None,
+    train_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], nn.Module] | None = None,
+    executor: Any = None,
 ) -> RetrainResult:
     """ROAR: retrained accuracy after removing the top-t fraction of each image (lower is better).
 
@@ -240,8 +259,8 @@ def roar(
 
 def kar(
     model: nn.Module | str | os.PathLike[str] | None,
-    train: ImageSet,
-    test: ImageSet,
+    train: ImageSet | tuple[torch.Tensor, torch.Tensor] | Dataset,
+    test: ImageSet | tuple[torch.Tensor, torch.Tensor] | Dataset,
     *,
     method: str | None = None,
     attributions: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -261,6 +280,9 @@ def kar(
     max_stack: int = 32,
     device: str | torch.device = "cpu",
     quiet: bool = False,
+    make_model: Callable[[], nn.Module] | None = None,
+    train_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], nn.Module] | None = None,
+    executor: Any = None,
 ) -> RetrainResult:
     """KAR: retrained accuracy keeping only the top-t fraction of each image (higher is better).
 

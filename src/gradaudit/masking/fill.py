@@ -199,6 +199,7 @@ def fill_masked(
     mean: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     noise: float = 0.01,
+    bounds: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """``x`` where ``keep`` is True, the fill elsewhere.
 
@@ -211,9 +212,18 @@ def fill_masked(
         generator: Seeded generator for the "nli" noise (required when ``noise`` > 0).
         noise: Standard deviation of the Gaussian noise added to imputed coordinates ("nli";
             ROAD's default 0.01).
+        bounds: The data's input box (``ImageSet.bounds``), or None. When given, filled
+            coordinates are clamped into it (a zero outside the box becomes its nearest
+            edge; imputed values plus noise stay inside); kept coordinates are unchanged.
 
     Raises:
-        ParameterError: Unknown fill, missing ``mean``/``generator``, bad ``keep`` shape.
+        ParameterError: Unknown fill, missing ``mean``/``generator``, bad ``keep`` shape or
+            ``bounds``.
     """
     check_choice(fill, "fill", "fill_masked", FILLS)
-    return _FILLERS[fill](x, keep, mean=mean, generator=generator, noise=noise)
+    out = _FILLERS[fill](x, keep, mean=mean, generator=generator, noise=noise)
+    if bounds is None:
+        return out
+    if len(bounds) != 2 or not float(bounds[0]) < float(bounds[1]):
+        raise ParameterError(f"The 'bounds' parameter of fill_masked must be (lo, hi) with lo < hi. Got {bounds!r}.")
+    return torch.where(keep, out, out.clamp(float(bounds[0]), float(bounds[1])))

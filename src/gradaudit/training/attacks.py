@@ -107,6 +107,15 @@ def _check_inputs(x: torch.Tensor, y: torch.Tensor, bounds: tuple[float, float],
         )
     if len(bounds) != 2 or not float(bounds[0]) < float(bounds[1]):
         raise ParameterError(f"The 'bounds' parameter of {caller} must be (lo, hi) with lo < hi. Got {bounds!r}.")
+    lo, hi = float(bounds[0]), float(bounds[1])
+    if x.numel():
+        x_lo, x_hi, slack = float(x.min()), float(x.max()), 1e-5 * (hi - lo)
+        if not (x_lo >= lo - slack and x_hi <= hi + slack):  # also catches NaN
+            raise ParameterError(
+                f"The inputs of {caller} range over [{x_lo:.4g}, {x_hi:.4g}], outside bounds=({lo:g}, {hi:g}); the "
+                "attack would clamp them into that box. Pass the data's own bounds (ImageSet.bounds), e.g. "
+                "bounds=train.bounds for standardized inputs."
+            )
 
 
 def pgd(
@@ -140,7 +149,8 @@ def pgd(
         step_size: α; None means 2.5·eps/steps.
         random_start: Start from a uniform draw in the eps-ball (else from x).
         restarts: Independent starts; per example the highest-loss result is kept.
-        bounds: The input box (lo, hi).
+        bounds: The input box (lo, hi): the data's (``ImageSet.bounds``, e.g. standardized
+            inputs' (−0.42, 2.82)); inputs outside it raise, never silently clamped.
         seed: Seeds the random starts when no ``generator`` is given.
         generator: A ``torch.Generator`` on ``x``'s device for the random starts (the
             training loop passes its own, so that a resumed run continues its sequence);
@@ -151,7 +161,7 @@ def pgd(
 
     Raises:
         ParameterError: Unknown norm, a negative eps, non-positive steps or restarts, bad
-            bounds, or labels that do not match ``x``.
+            bounds, inputs outside ``bounds``, or labels that do not match ``x``.
     """
     caller = "pgd"
     check_choice(norm, "norm", caller, NORMS)
