@@ -330,3 +330,76 @@ def test_inline_links_are_relative_only():
     assert '<a href="synthetic/report.html">the report</a>' in out
     assert "http://evil.example" in out and 'href="http' not in out
     assert "&lt;b&gt;" in out
+
+
+# ---------------------------------------------------------------------------- tables at 1280 px (issue 13)
+
+def _curve(values):
+    return {"mean": list(values), "std": [0.0123] * len(values)}
+
+
+def _diffroar_result(levels, with_random):
+    n = len(levels)
+    res = {"levels": levels, "curves": {"attribution": {"top": _curve([0.9991] * n), "bottom": _curve([0.9312] * n),
+                                                        "diffroar": _curve([0.0761] * n)}},
+           "leakage": {"attribution": {"mask_only": {"top": _curve([0.9981] * n)},
+                                       "mask_only_diffroar": _curve([-0.0123] * n),
+                                       "diffroar_minus_mask_only": _curve([0.0884] * n),
+                                       "leak_free_margin": {"top": _curve([0.0011] * n)}}}}
+    if with_random:
+        res["curves"]["random"] = {"diffroar": _curve([0.0012] * n)}
+    return res
+
+
+def _blockmnist_like_report() -> str:
+    from gradaudit.experiments import reporting
+
+    r = Report("BlockMNIST")
+    levels = [0.05, 0.1, 0.2, 0.5, 1.0]
+    by_model = {"MLP": _diffroar_result(levels, True), "MLP ℓ2 ε=2": _diffroar_result(levels, False)}
+    reporting.add_diffroar(r, by_model, "BlockMNIST")
+    ks = [2.5, 5, 10, 15, 20, 25, 30]
+    leak = [{"dataset": d, "model": m, "topk_null_mean": [0.4312] * 7, "topk_null_std": [0.1234] * 7,
+             "mass_null_mean": 0.4801, "mass_null_std": 0.0312, "null_area_share": 0.5}
+            for d in ("blockmnist", "blockmnist-top") for m in ("MLP", "MLP ℓ2 ε=2", "ResNet9")]
+    reporting.add_leakage_tables(r, leak, ks)
+    road = {lab: {"morf": {"x": [0.1, 0.5], "accuracy": [0.6, 0.5], "accuracy_area": 0.4123},
+                  "lerf": {"x": [0.1, 0.5], "accuracy": [0.9, 0.8], "accuracy_area": 0.8123}, "score": 0.4}
+            for lab in by_model}
+    reporting.add_road(r, road)
+    return r.to_html()
+
+
+def test_key_tables_show_every_column_at_1280px():
+    from tablefit import overflowing_tables, tables_and_css
+
+    html = _blockmnist_like_report()
+    tables, _ = tables_and_css(html)
+    # DiffROAR (+ mask-only control), two leakage tables, ROAD
+    assert len(tables) == 5 and max(len(t["rows"][0]) for t in tables) <= 9
+    assert overflowing_tables(html, 1280) == []
+    heads = [" ".join("".join(c["text"]).split()) for t in tables for c in t["rows"][0]]
+    assert "k (pixels kept)" in heads and "top-k accuracy" in heads and "share of the mass" in heads
+    assert "5%" in html and "43.1 ± 12.3" in html  # levels and leakage shares in percent
+
+
+def test_table_fit_check_catches_a_table_too_wide_for_the_page():
+    from tablefit import overflowing_tables
+
+    r = Report("Wide")
+    r.table([{f"column {i}": (0.12345, 0.01234) for i in range(14)}], caption="Fourteen mean ± std columns.",
+            formats={f"column {i}": "{:.5f}" for i in range(14)})
+    assert len(overflowing_tables(r.to_html(), 1280)) == 1
+    narrow = Report("Narrow")
+    narrow.table([{"a": 1.0, "b": 2.0}], caption="Two columns.")
+    assert overflowing_tables(narrow.to_html(), 1280) == []
+
+
+def test_raw_field_names_get_human_headers_and_one_rounding_per_column():
+    r = Report("Headers")
+    r.table([{"model": "a", "test_accuracy": 0.03, "train_seconds": 12.5, "n": 3},
+             {"model": "b", "test_accuracy": 0.025, "train_seconds": 3.25, "n": 10}], caption="Two rows.")
+    html = r.to_html()
+    assert ">test accuracy</th>" in html and ">train time (s)</th>" in html and "test_accuracy<" not in html
+    assert ">0.030</td>" in html and ">0.025</td>" in html  # not 0.03 next to 0.025
+    assert ">12.50</td>" in html and ">3.25</td>" in html and ">10</td>" in html  # 2 decimals from 10 up

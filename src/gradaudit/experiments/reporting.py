@@ -12,6 +12,7 @@ from . import narrative
 __all__ = [
     "add_diffroar",
     "add_footer",
+    "add_leakage_tables",
     "add_road",
     "diffroar_rows",
     "leak_aware_rows",
@@ -40,6 +41,19 @@ def diffroar_rows(by_model: Mapping[str, Mapping[str, Any]]) -> list[dict[str, A
                 row["leak-free margin (top)"] = _ms(leak["leak_free_margin"]["top"], i)
             rows.append(row)
     return rows
+
+
+_DIFFROAR_HEADERS = {"k": "k (pixels kept)", "top-k acc": "top-k accuracy", "bottom-k acc": "bottom-k accuracy",
+                     "mask-only top-k acc": "mask-only top-k accuracy"}
+_ORDER_NAMES = {"morf": "MoRF", "lerf": "LeRF"}
+
+
+def _level(k: float) -> str:
+    return f"{100 * k:g}%"
+
+
+def _percent(v: float) -> str:
+    return f"{100 * v:.1f}"
 
 
 def _random_curve(by_model: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Any] | None:
@@ -78,10 +92,21 @@ def add_diffroar(r: Report, by_model: Mapping[str, Mapping[str, Any]], data_name
     r.figure(plots.accuracy_curves(series, xlabel="fraction of unmasked pixels k", ylabel="retrained test accuracy",
                                    colors=colors, linestyles=styles),
              "Accuracy of models retrained and tested on top-k (solid) and bottom-k (dashed) unmasked data.")
-    r.table(diffroar_rows(by_model), caption="Per model and level: retrained accuracies, DiffROAR, and the "
-            "mask-only control (mean ± std over seeds). 'DiffROAR − mask-only' is the part of DiffROAR that the "
-            "mask alone does not explain; the leak-free margin is real minus mask-only accuracy.",
-            formats={"k": "{:g}"})
+    rows = diffroar_rows(by_model)
+    level = {"k": _level}
+    first = ["model", "k", "top-k acc", "bottom-k acc", "DiffROAR"]
+    control = ["model", "k", "mask-only top-k acc", "mask-only DiffROAR", "DiffROAR − mask-only", "leak-free margin (top)"]
+    r.table(rows, columns=first, headers={c: h for c, h in _DIFFROAR_HEADERS.items() if c in first},
+            caption="Per model and level k (fraction of pixels kept): test accuracy of the models retrained on the "
+                    "top-k and bottom-k pixels, and DiffROAR = their difference (mean ± std over seeds).",
+            formats=level)
+    if any("mask-only DiffROAR" in row for row in rows):
+        r.table([row for row in rows if "mask-only DiffROAR" in row],
+                columns=control, headers={c: h for c, h in _DIFFROAR_HEADERS.items() if c in control},
+                caption="The mask-only control (mean ± std over seeds): models retrained on the keep-mask alone, no "
+                        "pixel values. 'DiffROAR − mask-only' is the part of DiffROAR that the mask's shape does not "
+                        "explain; the leak-free margin is real minus mask-only top-k accuracy.",
+                formats=level)
     r.paragraph(narrative.leakage_control_sentence(by_model))
 
 
@@ -120,7 +145,7 @@ def add_road(r: Report, by_model: Mapping[str, Mapping[str, Any]]) -> None:
     for i, (lab, res) in enumerate(by_model.items()):
         for order, style in (("morf", "-"), ("lerf", "--")):
             if res.get(order):
-                key = f"{lab}, {order.upper()}"
+                key = f"{lab}, {_ORDER_NAMES[order]}"
                 series[key] = (res[order]["x"], res[order]["accuracy"])
                 styles[key], colors[key] = style, i
         rows.append({"model": lab, "MoRF area": res["morf"]["accuracy_area"] if res.get("morf") else None,
@@ -128,7 +153,8 @@ def add_road(r: Report, by_model: Mapping[str, Mapping[str, Any]]) -> None:
     r.figure(plots.accuracy_curves(series, xlabel="fraction of pixels removed", ylabel="accuracy",
                                    colors=colors, linestyles=styles),
              "ROAD: accuracy as pixels are removed most-relevant-first (solid) or least-relevant-first (dashed).")
-    r.table(rows, caption="Areas under the ROAD curves and the gap LeRF − MoRF (higher gap is better).",
+    r.table(rows, caption="Areas under the ROAD accuracy curves (fraction removed 0 to 1) and the gap LeRF − MoRF "
+                          "(higher gap is better).",
             formats={"MoRF area": "{:.3f}", "LeRF area": "{:.3f}", "ROAD gap": "{:+.3f}"})
 
 
@@ -145,6 +171,21 @@ def leakage_rows(leak: Sequence[Mapping[str, Any]], ks: Sequence[float]) -> tupl
         series[f"{row['model']} ({row['dataset']})"] = (row["topk_null_mean"], row["topk_null_std"])
         chance = row["null_area_share"]
     return rows, series, chance
+
+
+def add_leakage_tables(r: Report, leak: Sequence[Mapping[str, Any]], ks: Sequence[float]) -> dict[str, Any]:
+    """One table per dataset: the null block's share of each image's top-k% |attribution|
+    and of the attribution mass, in percent; returns the bar-chart series and chance level."""
+    rows, series, chance = leakage_rows(leak, ks)
+    columns = ["model", *(f"top-{k:g}%" for k in ks), "mass share"]
+    headers = {**{f"top-{k:g}%": f"top {k:g}%" for k in ks}, "mass share": "share of the mass"}
+    for dataset in dict.fromkeys(row["dataset"] for row in rows):
+        r.table([row for row in rows if row["dataset"] == dataset], columns=columns, headers=headers,
+                formats=dict.fromkeys(columns[1:], _percent),
+                caption=f"**{dataset}**: null-block share (%, mean ± std over test images) of each image's top-k% "
+                        f"|attribution| coordinates, for each k, and of the attribution mass; lower is better, "
+                        f"chance {100 * chance:.0f}%.")
+    return {"series": series, "chance": chance}
 
 
 def add_footer(r: Report, record: Mapping[str, Any]) -> None:

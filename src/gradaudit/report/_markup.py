@@ -18,7 +18,7 @@ from typing import Any
 from .._io import to_jsonable
 from .._validation import ParameterError, ParameterTypeError, check_choice, unknown_name
 
-__all__ = ["CSS", "JS", "escape", "inline", "plain", "slugify", "table_html"]
+__all__ = ["CSS", "JS", "escape", "human_header", "inline", "plain", "slugify", "table_html"]
 
 MISSING = "n/a"
 
@@ -82,6 +82,28 @@ def _number(v: Any) -> float | None:
     if isinstance(v, tuple) and len(v) == 2 and all(_is_number(x) for x in v):
         v = v[0]
     return float(v) if _is_number(v) and math.isfinite(v) else None
+
+
+def human_header(key: str) -> str:
+    """A column header for a raw field name: 'test_accuracy' -> 'test accuracy',
+    'train_seconds' -> 'train time (s)'; names without underscores are kept."""
+    if "_" not in key:
+        return key
+    words = key.split("_")
+    if words[-1] in ("seconds", "s") and len(words) > 1:
+        return " ".join(words[:-1]) + " time (s)"
+    return " ".join(words)
+
+
+def _column_format(rows: Sequence[Mapping[str, Any]], col: str) -> Formatter | None:
+    """One fixed number of decimals for a column of plain numbers (so 0.030 and 0.025 line
+    up), chosen from its largest magnitude; None when the column holds only integers."""
+    values = [v for v in (_number(r.get(col)) for r in rows if not isinstance(r.get(col), tuple)) if v is not None]
+    if not values or all(isinstance(r.get(col), int) for r in rows if _number(r.get(col)) is not None):
+        return None
+    top = max(abs(v) for v in values)
+    decimals = 3 if top < 10 else 2 if top < 100 else 1 if top < 1000 else 0
+    return f"{{:,.{decimals}f}}".format
 
 
 def _cell(value: Any, fmt: Formatter | None) -> tuple[str, str, bool]:
@@ -157,9 +179,12 @@ def table_html(
         if key not in columns:
             raise ParameterError(unknown_name("column in 'headers'", key, columns, caller=caller))
     fmts = _formatters(formats, columns, caller)
+    for col in columns:
+        if col not in fmts and (auto := _column_format(rows, col)) is not None:
+            fmts[col] = auto
     best = _best(rows, highlight, columns, caller)
     head = "".join(
-        f'<th scope="col" data-col="{escape(c)}">{escape(headers.get(c, c))}</th>' for c in columns
+        f'<th scope="col" data-col="{escape(c)}">{escape(headers.get(c, human_header(c)))}</th>' for c in columns
     )
     body = []
     for row in rows:
@@ -208,10 +233,10 @@ caption{caption-side:top;margin:0 0 .4rem}
 .files{font-size:.85rem;margin-left:.4rem}
 .files a{color:var(--accent)}
 .table-wrap{overflow-x:auto;margin:1rem 0 1.4rem}
-table{border-collapse:collapse;font-size:.9rem;font-variant-numeric:tabular-nums;min-width:50%}
-th,td{padding:.3rem .65rem;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
-thead th{background:var(--soft);border-bottom:2px solid var(--line);white-space:nowrap}
-td.num{text-align:right;white-space:nowrap}
+table{border-collapse:collapse;font-size:.9rem;font-variant-numeric:tabular-nums;width:100%;table-layout:auto}
+th,td{padding:.3rem .65rem;border-bottom:1px solid var(--line);text-align:left;vertical-align:top;overflow-wrap:break-word;word-wrap:break-word;hyphens:auto}
+thead th{background:var(--soft);border-bottom:2px solid var(--line);vertical-align:bottom}
+td.num{text-align:right}
 tbody tr:nth-child(even){background:#fbfcfd}
 td.best{font-weight:650;background:#e7f5ef}
 table.sortable th{cursor:pointer;user-select:none}
