@@ -1,41 +1,68 @@
-"""A study run on the Ray executor gives the in-process run's numbers (needs gradaudit[ray])."""
+"""A study's jobs spread over a two-node Ray cluster (one shared store and data root) give the
+in-process run's numbers (needs gradaudit[ray], which `make test` installs)."""
 
 import json
 
 import pytest
 
-from gradaudit.experiments import run_study
+import raycluster
+from gradaudit.experiments import base, run_study
+from gradaudit.runs import RayExecutor
 
 pytestmark = pytest.mark.slow
 
-# BlockMNIST only, the two MLPs: model training and DiffROAR both go through the executor.
+# BlockMNIST only, the two MLPs, small splits: model training and DiffROAR both go through
+# the executor (2 model jobs, then 2 DiffROAR jobs).
 SMALL = ("datasets=[blockmnist]", "models=[{label: MLP, model: mlp, recipe: {epochs: 1}}, "
          "{label: MLP l2, model: mlp, recipe: {epochs: 1, attack: l2, eps: 2.0, attack_steps: 3}}]",
-         "diffroar_models=[MLP, MLP l2]")
+         "diffroar_models=[MLP, MLP l2]", "n_train=600", "n_test=200", "leakage_ks=[10.0]",
+         "road_percentages=[0.5]")
 
 
 def _results(out):
     return json.loads((out / "results.json").read_text())["results"]
 
 
-def test_blockmnist_on_ray_matches_in_process(mnist_root, tmp_path):
-    ray = pytest.importorskip("ray")
+@pytest.fixture(scope="module")
+def cluster():
+    with raycluster.two_node_cluster() as c:
+        yield c
+
+
+def test_blockmnist_on_two_node_cluster_matches_in_process(cluster, mnist_root, tmp_path,
+                                                           monkeypatch):
+    import ray
+
+    made = []
+    make = base.make_executor
+
+    def keep(name="inprocess", **options):
+        made.append(make(name, **options))
+        return made[-1]
+
+    monkeypatch.setattr(base, "make_executor", keep)  # to see where the study's jobs ran
     local, remote = tmp_path / "local", tmp_path / "ray"
     run_study("blockmnist", quick=True, overrides=SMALL, out=local, quiet=True, data_root=mnist_root)
     run_study("blockmnist", quick=True, overrides=SMALL, out=remote, quiet=True, data_root=mnist_root,
               executor="ray")
-    assert not ray.is_initialized()  # the study shut down the Ray it started
+    assert ray.is_initialized()  # the study used the caller's cluster and left it running
+    ex = made[-1]
+    assert isinstance(ex, RayExecutor)
+    nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    assert len(nodes) == 2
+    assert len(ex.task_nodes) == 4 and set(ex.task_nodes) == nodes  # both nodes ran jobs
 
     a, b = _results(local), _results(remote)
     assert [(r["dataset"], r["model"]) for r in a["leakage"]] == [(r["dataset"], r["model"]) for r in b["leakage"]]
     for ra, rb in zip(a["leakage"], b["leakage"], strict=True):
-        # Ray workers may run with another thread count: equal up to float rounding
+        # Ray workers run with another thread count: equal up to float rounding
         assert rb["mass_null_mean"] == pytest.approx(ra["mass_null_mean"], abs=0.01)
     for label in ("MLP", "MLP l2"):
         da = a["diffroar"][label]["curves"]["attribution"]["diffroar"]["mean"]
         db = b["diffroar"][label]["curves"]["attribution"]["diffroar"]["mean"]
         assert db == pytest.approx(da, abs=0.02)
-    # every model and DiffROAR job landed in the study's own store
+    # every model and DiffROAR job landed in the study's own store, done
     for kind in ("model", "diffroar"):
         assert sorted(p.name for p in (local / "store" / kind).iterdir()) == \
             sorted(p.name for p in (remote / "store" / kind).iterdir())
+        assert all((p / "done.json").is_file() for p in (remote / "store" / kind).iterdir())
