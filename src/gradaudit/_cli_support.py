@@ -329,7 +329,8 @@ def _pixel_table(r: Any) -> str:
     rows = [[f"{f:.4g}", str(k), f"{a:.4f}", f"{p:.4f}"]
             for f, k, a, p in zip(r.fractions, r.counts, c.accuracy, c.probability, strict=True)]
     better = "higher" if r.higher_is_better else "lower"
-    return "\n".join([_align(["fraction", "removed", f"{r.order.upper()} acc", "prob"], rows),
+    order = {"morf": "MoRF", "lerf": "LeRF"}.get(r.order, r.order)
+    return "\n".join([_align(["fraction", "removed", f"{order} acc", "prob"], rows),
                       f"accuracy area {r.score:.4f} ({better} is better)"])
 
 
