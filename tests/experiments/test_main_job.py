@@ -1,10 +1,13 @@
 """The README's main job (`gradaudit run` with no study) at --quick scale, through the CLI."""
 
 import json
+import re
 import subprocess
 import sys
 
 import pytest
+
+from tablefit import overflowing_tables
 
 pytestmark = pytest.mark.slow
 
@@ -23,3 +26,12 @@ def test_main_job_writes_an_index_report_linking_both_studies(mnist_root, tmp_pa
     record = json.loads((out / "results.json").read_text())
     assert record["study"] == "main" and record["quick"] is True
     assert (out / "store").is_dir()  # one store shared by both studies
+    # the same closing sections in the index and in both reports, and every table fits the page at 1280 px
+    for path in (out / "report.html", out / "synthetic" / "report.html", out / "blockmnist" / "report.html"):
+        page = path.read_text(encoding="utf-8")
+        assert all(f">{s}</h2>" in page for s in ("Reproduce", "Provenance")), path
+        assert "wall time of this run" in page and "--quick --config config.yaml" in page, path
+        assert overflowing_tables(page, 1280) == [], path
+        shown = re.sub(r"<[^>]+>", " ", page.split("<details>")[0])  # the text a reader sees, not the config
+        for raw in ("test_accuracy", "own_share", "top_block_is_own", "LERF", "MORF"):
+            assert raw not in shown, (path, raw)

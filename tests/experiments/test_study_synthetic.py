@@ -1,6 +1,7 @@
 """The synthetic study at --quick scale: outputs, and the findings robust at that scale."""
 
 import json
+import re
 from html.parser import HTMLParser
 
 import pytest
@@ -29,6 +30,18 @@ def test_writes_valid_report_and_results(synthetic_run):
     for row in res["v1"]:
         assert {"test_accuracy", "top1", "bottom1", "aq", "robust_accuracy"} <= set(row)
     assert len(res["simplified"]) == 3 and res["findings"]
+
+
+def test_report_has_the_common_sections_and_tables_that_fit_the_page(synthetic_run):
+    from tablefit import overflowing_tables
+
+    html = synthetic_run[1].read_text(encoding="utf-8")
+    for section in ("Findings", "Reproduce", "Provenance"):
+        assert f">{section}</h2>" in html
+    assert "gradaudit run synthetic --quick --config config.yaml" in html and "wall time of this run" in html
+    shown = re.sub(r"<[^>]+>", " ", html.split("<details>")[0])  # the text a reader sees, not the config dump
+    assert "own_share" not in shown and "top_block_is_own" not in shown and ">mass on own block (%)</th>" in html
+    assert overflowing_tables(html, 1280) == []
 
 
 def test_robust_model_ranks_the_signal_first(synthetic_run):

@@ -24,6 +24,7 @@ Reading a store imports neither torch nor Ray, so ``gradaudit runs ls`` starts i
 
 from .executors import EXECUTORS, Executor, InProcessExecutor, RayExecutor, make_executor
 from .hashing import canonical, canonical_json, config_hash
+from .local import ProcessExecutor
 from .lock import JobLockedError
 from .store import Job, RunStore
 
@@ -33,6 +34,7 @@ __all__ = [
     "InProcessExecutor",
     "Job",
     "JobLockedError",
+    "ProcessExecutor",
     "RayExecutor",
     "RunStore",
     "canonical",

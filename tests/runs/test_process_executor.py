@@ -1,0 +1,29 @@
+"""The process executor: local worker processes, results in item order, errors after all items."""
+
+import math
+
+import pytest
+
+from gradaudit import ParameterError
+from gradaudit.runs import ProcessExecutor, make_executor
+
+
+@pytest.mark.slow  # spawns two workers that import torch
+def test_results_come_back_in_item_order_from_two_workers():
+    ex = make_executor("process", workers=2, threads=1)
+    assert isinstance(ex, ProcessExecutor)
+    assert ex.map(math.sqrt, [16.0, 9.0, 4.0, 1.0]) == [4.0, 3.0, 2.0, 1.0]
+
+
+@pytest.mark.slow
+def test_first_error_in_item_order_is_raised_once_every_item_ran():
+    with pytest.raises(ValueError, match="math domain error"):
+        ProcessExecutor(workers=2, threads=1).map(math.sqrt, [4.0, -1.0, 9.0])
+
+
+def test_one_item_runs_in_this_process_and_bad_options_fail_early():
+    seen = []
+    assert ProcessExecutor(workers=2).map(lambda v: seen.append(v) or v, [3]) == [3]  # a lambda: no pickling
+    assert seen == [3]
+    with pytest.raises(ParameterError, match="workers"):
+        ProcessExecutor(workers=0)
