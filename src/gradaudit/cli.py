@@ -222,9 +222,19 @@ def parse_option(text: str) -> tuple[str, Any]:
         return key.strip(), raw
 
 
+# Your own model instead of a run (gradaudit.user_model; docs/own-model.md).
+OptRun = Annotated[Path | None, typer.Option("--run", help="A finished training run directory (or --model and --data).")]
+UserModel = Annotated[str | None, typer.Option("--model", help="Your model's factory: package.module:make_model or file.py:make_model.")]
+UserWeights = Annotated[Path | None, typer.Option("--weights", help="Weights of --model: .safetensors or a torch state_dict file.")]
+UserData = Annotated[Path | None, typer.Option("--data", help="Data of --model: .npz with x_train, y_train, x_test, y_test.")]
+
+
 @app.command(cls=_AttributeCommand)
 def attribute(
-    run: Annotated[Path, typer.Option(help="A finished training run directory.")],
+    run: OptRun = None,
+    model: UserModel = None,
+    weights: UserWeights = None,
+    data: UserData = None,
     method: Annotated[str, typer.Option(help="Attribution method (listed below).")] = "grad",
     n: Annotated[int, typer.Option(help="Attribute the first n test images.")] = 16,
     target: Annotated[str, typer.Option(help="label (the true class) or predicted.")] = "label",
@@ -256,14 +266,21 @@ def attribute(
     if out is None and save is None:
         raise ParameterError("Nothing to write: give --out FIGURE.png and/or --save MAPS.safetensors.")
     dev = _device(device)
-    net, info = load_run(run, device=dev)
-    name = info["data"]["name"]
-    test = data_mod.load(name, "test", root=data_root, seed=seed).subset(slice(0, n))
+    from .user_model import user_audit
+
+    user = user_audit(run, model, weights, data, dev, "gradaudit attribute")
+    if user is not None:
+        net, name, test = user.model, user.dataset, user.load("test", n)
+    else:
+        net, info = load_run(run, device=dev)
+        name = info["data"]["name"]
+        test = data_mod.load(name, "test", root=data_root, seed=seed).subset(slice(0, n))
     needs_fit = any(o.required and k not in given for k, o in spec.options.items()) or (
         given.get("baseline") == "mean" and "data_mean" not in given)
     fitted = {}
     if needs_fit:
-        train = data_mod.load(name, "train", root=data_root, seed=seed).subset(slice(0, fit_n))
+        train = (user.load("train") if user is not None else
+                 data_mod.load(name, "train", root=data_root, seed=seed)).subset(slice(0, fit_n))
         fitted = attr.fit_options(method, net, train.to(dev), seed=seed)
     x, y = test.x.to(dev), test.y.to(dev)
     maps = attr.attribute(method, net, x, y if target == "label" else "predicted", seed=seed,
@@ -284,7 +301,7 @@ def attribute(
         from .report.plots import save_figure
 
         fig = attribution_grid(x.cpu(), {method: maps.cpu()}, col_labels=[f"class {int(c)}" for c in y],
-                               image_bounds=test.bounds, title=f"{method} — {run.name}")
+                               image_bounds=test.bounds, title=f"{method} — {(run or data).name}")
         written += [str(p) for p in save_figure(fig, out, formats=(out.suffix.lstrip(".") or "png",))]
     emit({"method": method, "n": len(x), "target": target, "written": written}, as_json,
          f"{method} on {len(x)} {name} test images ({target}) -> {', '.join(written)}")
@@ -304,7 +321,17 @@ FitN = Annotated[int, typer.Option("--fit-n", help="Training images to fit patte
 
 @app.command("diffroar")
 def diffroar_cmd(
-    run: RunDir,
+    run: OptRun = None,
+    model: UserModel = None,
+    weights: UserWeights = None,
+    data: UserData = None,
+    train_fn: Annotated[str | None, typer.Option(
+        "--train-fn", help="With --model: your training code, module:function or file.py:function, "
+        "called as train_fn(model, x, y) -> model.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="With --model and no --train-fn: recipe epochs (default 10).")] = None,
+    lr: Annotated[float | None, typer.Option(help="With --model and no --train-fn: recipe learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="With --model and no --train-fn: recipe batch size.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="With --model and no --train-fn: sgd or adam.")] = None,
     method: Method = "grad",
     target: Target = "label",
     levels: Annotated[str, typer.Option(help="Fractions k of each image kept, comma-separated.")] = (
@@ -331,18 +358,29 @@ def diffroar_cmd(
     A rerun with the same settings reuses every finished retrain group; a killed one resumes.
     """
     from . import _cli_support as cs
+    from . import user_model as um
 
     given = cs.parse_method_options(method, option)
     dev = _device(device)
-    audit = cs.load_audit(run, data_root, "cpu")  # maps on the CPU; retrains on --device
-    folder = out if out is not None else run / f"diffroar-{method}-{target}"
-    result, settings = cs.run_diffroar(
-        audit, method, given, n_train=n_train, n_test=n_test, fit_n=fit_n, folder=folder, device=dev,
-        quiet=quiet, target=target, levels=parse_floats(levels, "levels"), seeds=seeds, seed=seed, fill=fill,
-        rank=rank, random=random, mask_only=mask_only, max_stack=max_stack)
+    recipe_options = {k: v for k, v in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size),
+                                        ("optimizer", optimizer)) if v is not None}
+    if run is not None and (train_fn is not None or recipe_options):
+        raise ParameterError("--train-fn, --epochs, --lr, --batch-size and --optimizer go with --model; a --run "
+                             "is retrained with its own recipe.")
+    audit = um.open_audit(run, model, weights, data, data_root, "cpu", "gradaudit diffroar")  # retrains on --device
+    folder = out if out is not None else audit.run / f"diffroar-{method}-{target}"
+    common = dict(target=target, levels=parse_floats(levels, "levels"), seeds=seeds, seed=seed, fill=fill,
+                  rank=rank, random=random, mask_only=mask_only, max_stack=max_stack)
+    if isinstance(audit, um.UserAudit):
+        result, settings = um.run_user_diffroar(
+            audit, method, given, train_fn=train_fn, recipe=um.cli_recipe(recipe_options, seed), n_train=n_train,
+            n_test=n_test, fit_n=fit_n, folder=folder, device=dev, quiet=quiet, **common)
+    else:
+        result, settings = cs.run_diffroar(audit, method, given, n_train=n_train, n_test=n_test, fit_n=fit_n,
+                                           folder=folder, device=dev, quiet=quiet, **common)
     record = cs.save_result(folder / "diffroar.json", "diffroar", audit, result.to_dict(), settings, seed)
-    plot = cs.save_diffroar_plot(result, folder / "diffroar.png", f"{method} ({target}) — {run.name}")
-    if not settings["train_is_run_data"]:
+    plot = cs.save_diffroar_plot(result, folder / "diffroar.png", f"{method} ({target}) — {(run or data).name}")
+    if not settings.get("train_is_run_data", True):
         typer.echo(f"note: {run} was trained on other data than {audit.dataset!r} (seed {audit.data_seed}) "
                    "loads here; the retrains use the loaded data.", err=True)
     emit(record, as_json, f"DiffROAR of {method} ({target}) on {audit.dataset}, retrain seeds {list(result.seeds)}\n"
@@ -351,7 +389,10 @@ def diffroar_cmd(
 
 @app.command("road")
 def road_cmd(
-    run: RunDir,
+    run: OptRun = None,
+    model: UserModel = None,
+    weights: UserWeights = None,
+    data: UserData = None,
     method: Method = "grad",
     target: Target = "label",
     percentages: Annotated[str, typer.Option(help="Fractions removed, comma-separated.")] = (
@@ -375,7 +416,9 @@ def road_cmd(
     from . import evaluation
 
     given = cs.parse_method_options(method, option)
-    audit = cs.load_audit(run, data_root, _device(device))
+    from .user_model import open_audit
+
+    audit = open_audit(run, model, weights, data, data_root, _device(device), "gradaudit road")
     test = audit.load("test", n, "gradaudit road")
     fracs = parse_floats(percentages, "percentages")
     mean = audit.load("train").x.mean((0, 2, 3)).to(audit.device) if fill == "mean" else None
@@ -387,7 +430,7 @@ def road_cmd(
 
     done = cs.evaluate(audit, method, given, test, metric, target=target, fit_n=fit_n, seed=seed, quiet=quiet,
                        caller="gradaudit road")
-    path = out if out is not None else run / f"road-{method}-{target}.json"
+    path = out if out is not None else audit.run / f"road-{method}-{target}.json"
     record = cs.save_result(path, "road", audit, done.result.to_dict(), done.settings, seed)
     emit(record, as_json, f"ROAD of {method} ({target}) on {len(test)} {audit.dataset} test images\n"
          f"{cs.road_table(done.result)}\n-> {path}")
@@ -395,7 +438,10 @@ def road_cmd(
 
 @app.command("perturb")
 def perturb_cmd(
-    run: RunDir,
+    run: OptRun = None,
+    model: UserModel = None,
+    weights: UserWeights = None,
+    data: UserData = None,
     method: Method = "grad",
     target: Target = "label",
     kind: Annotated[str, typer.Option(help="pixel (Srinivas & Fleuret) or degradation (patches, PGIG).")] = "pixel",
@@ -423,7 +469,9 @@ def perturb_cmd(
     spec, kw = cs.perturb_options(kind, {"order": order, "fill": fill, "patch_size": patch_size,
                                          "fractions": None if fractions is None else parse_floats(fractions, "fractions")})
     given = cs.parse_method_options(method, option)
-    audit = cs.load_audit(run, data_root, _device(device))
+    from .user_model import open_audit
+
+    audit = open_audit(run, model, weights, data, data_root, _device(device), "gradaudit perturb")
     test = audit.load("test", n, "gradaudit perturb")
 
     def metric(images: Any, maps: Any, silent: bool) -> Any:
@@ -431,7 +479,7 @@ def perturb_cmd(
 
     done = cs.evaluate(audit, method, given, test, metric, target=target, fit_n=fit_n, seed=seed, quiet=quiet,
                        caller="gradaudit perturb")
-    path = out if out is not None else run / f"perturb-{kind}-{method}-{target}.json"
+    path = out if out is not None else audit.run / f"perturb-{kind}-{method}-{target}.json"
     record = cs.save_result(path, "perturb", audit, done.result.to_dict(), {**done.settings, "kind": kind}, seed)
     emit(record, as_json, f"{kind} perturbation of {method} ({target}) on {len(test)} {audit.dataset} test images\n"
          f"{spec.table(done.result)}\n-> {path}")
