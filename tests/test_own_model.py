@@ -206,3 +206,22 @@ def test_normalize_layer_model_on_standardized_bounds_passes_pgd_and_ig() -> Non
     assert torch.allclose(maps.flatten(1).sum(1), gap, atol=1e-4)  # linear model: IG is exact
     zmaps = attribution.attribute("ig", net, z.x, y, n_steps=8, baseline="uniform", bounds=z.bounds)
     assert torch.isfinite(zmaps).all()
+
+
+def test_executor_and_fit_take_the_same_data_forms() -> None:
+    """train_fn retrains mapped over an executor give the in-process numbers; training.fit takes
+    an (x, y) pair like every other entry point."""
+    from gradaudit.runs import InProcessExecutor
+
+    x, y = _tiny()
+    kw = dict(attributions=(x[:48], x[48:]), make_model=_tiny_model, train_fn=_sgd_fn, levels=(0.25,), seeds=2,
+              quiet=True)
+    plain = evaluation.roar(None, (x[:48], y[:48]), (x[48:], y[48:]), **kw)
+    mapped = evaluation.roar(None, (x[:48], y[:48]), (x[48:], y[48:]), executor=InProcessExecutor(), **kw)
+    assert plain.to_dict()["accuracy"] == mapped.to_dict()["accuracy"]
+    torch.manual_seed(0)
+    net = _tiny_model()
+    result = training.fit(net, (x, y), training.Recipe(epochs=3, batch_size=16, lr=0.5), quiet=True)
+    assert result.history[-1]["train_acc"] > 0.75  # the signal pixel separates the classes; chance is 0.5
+    with pytest.raises(ParameterTypeError, match="'train' argument of fit"):
+        training.fit(net, x, training.Recipe(epochs=1), quiet=True)

@@ -38,7 +38,7 @@ from .._io import read_json, write_json
 from .._progress import progress
 from .._provenance import provenance
 from .._validation import DataError, ParameterError, ParameterTypeError
-from ..data.imageset import ImageSet
+from ..data.imageset import ImageSet, as_imageset
 from .attacks import eval_mode, pgd
 from .augment import augment_batch
 from .checkpoint import load_checkpoint, read_metadata, save_checkpoint
@@ -191,7 +191,8 @@ def fit(
 
     Args:
         model: A freshly built (seeded) model; trained in place, left in eval mode.
-        train: The training set. A validation split of ``recipe.val_fraction`` is carved
+        train: The training set (an ImageSet, an ``(x, y)`` pair or a Dataset of ``(image,
+            label)``: ``data.as_imageset``). A validation split of ``recipe.val_fraction`` is carved
             from it (seeded) for monitoring (``val_acc``); nothing is selected on it, and
             no test set is ever used: the model returned is the last epoch's.
         recipe: The training recipe.
@@ -211,6 +212,8 @@ def fit(
         ParameterError: ``out`` holds a run of another recipe, data set or model; the model
             does not fit the data; no training image is left after the validation split.
     """
+    if not isinstance(train, ImageSet):  # (x, y) tensors or a Dataset of (image, label): converted once, checked
+        train = as_imageset(train, caller="fit", what="train")
     _check_args(model, train, recipe)
     device = torch.device(device)
     model.to(device)
