@@ -6,6 +6,7 @@ import json
 import pytest
 
 import raycluster
+from gradaudit import GradauditError
 from gradaudit.experiments import base, run_study
 from gradaudit.runs import RayExecutor
 
@@ -66,3 +67,12 @@ def test_blockmnist_on_two_node_cluster_matches_in_process(cluster, mnist_root, 
         assert sorted(p.name for p in (local / "store" / kind).iterdir()) == \
             sorted(p.name for p in (remote / "store" / kind).iterdir())
         assert all((p / "done.json").is_file() for p in (remote / "store" / kind).iterdir())
+
+
+def test_cuda_study_is_refused_by_a_cluster_without_gpus(cluster, mnist_root, tmp_path):
+    # --device cuda on Ray: each job reserves a GPU, which no node of this cluster has
+    with pytest.raises(GradauditError, match=r"Each job asks for 1 GPU\(s\), but no node of the Ray "
+                       r"cluster has that many \(2 node\(s\), 0 GPU\(s\) in all"):
+        run_study("blockmnist", quick=True, overrides=SMALL, out=tmp_path / "s", quiet=True,
+                  data_root=mnist_root, device="cuda", executor="ray")
+    assert not (tmp_path / "s").exists()  # refused before the first job

@@ -147,7 +147,10 @@ def run_study(
     from .steps import check_data  # (steps imports this module)
 
     check_data(cfg, str(data_root) if data_root else None)
-    with make_executor(executor) as ex:
+    # on Ray a job on a CUDA device reserves a GPU (Ray then hands it one; a cluster
+    # without GPUs refuses the study before its first job)
+    options = {"gpus_per_job": 1} if executor == "ray" and device != "cpu" else {}
+    with make_executor(executor, **options) as ex:
         ctx = Context(out=out_dir, store=RunStore(store_dir),
                       device=device, quiet=quiet, data_root=Path(data_root) if data_root else None,
                       quick=quick, executor=ex)

@@ -90,14 +90,14 @@ class RayExecutor:
     If Ray is not initialised yet, it is started with ``ray.init(address=address,
     num_cpus=num_cpus)`` (``address=None`` starts a local Ray on this machine unless
     ``RAY_ADDRESS`` names a cluster; ``"auto"``, ``"host:6379"`` or ``"ray://host:10001"``
-    join one) when the first map starts, and shut down by :meth:`close` (or at the end of a
-    ``with`` block). A Ray already initialised by the caller is used as is and left running.
+    join one) on entering a ``with`` block or at the first map, and shut down by
+    :meth:`close` (or at the end of the ``with`` block). A Ray already initialised by the
+    caller is used as is and left running.
 
-    Checked before any work (on entering the ``with`` block, and before ``ray.init``): Ray
-    is installed; a cluster address answers within ``connect_timeout_s`` (instead of Ray's
-    long reconnect loop); after connecting, some node of the cluster has the CPUs and GPUs
-    one job asks for (a job that no node can host would wait forever). Each failure is one
-    :class:`GradauditError` that says how to fix it.
+    Checked then, before any work: Ray is installed; a cluster address answers within
+    ``connect_timeout_s`` (instead of Ray's long reconnect loop); some live node of the
+    cluster has the CPUs and GPUs one job asks for (a job that no node can host would wait
+    forever). Each failure is one :class:`GradauditError` that says how to fix it.
 
     Tasks that write into a :class:`RunStore` must see the same store root: on a cluster,
     put the root on a filesystem every node mounts at the same path. All tasks are awaited
@@ -243,7 +243,7 @@ class RayExecutor:
             self._started = False
 
     def __enter__(self) -> RayExecutor:
-        self.check()
+        self._ray()
         return self
 
     def __exit__(self, *exc: object) -> None:
