@@ -14,6 +14,7 @@ from gradaudit.evaluation.sample_quality import (
     ActivationSamples,
     activation_maximization,
     gan_test,
+    gan_test_saturation,
     gan_test_score,
     gan_test_targets,
     sample_grid,
@@ -94,6 +95,41 @@ def test_gan_test_score_of_a_models_own_samples_is_near_perfect(real):
     other = gan_test_score(model, proxy, targets, shape=SHAPE, steps=50)
     assert 0.0 <= other.accuracy <= 1.0 and torch.equal(other.samples.target, targets)
     assert other.to_dict()["sampling"]["steps"] == 50
+    # the graded score: the proxy's mean softmax probability of the target, by hand
+    with torch.no_grad():
+        p = proxy(other.samples.x).softmax(1).gather(1, targets.view(-1, 1)).mean().item()
+    assert other.target_probability == pytest.approx(p, rel=1e-5)
+    assert own.target_probability > other.target_probability
+    assert other.to_dict()["target_probability"] == other.target_probability
+
+
+# ---------------------------------------------------------------- saturation
+
+
+def test_saturation_flags_the_fashion_mnist_pattern_and_passes_a_spread():
+    fmnist = {"baseline": 1.0, "gradient norm": 1.0, "score matching": 0.955, "anti-score matching": 1.0}
+    sat = gan_test_saturation(fmnist)
+    assert sat.saturated and sat.at_ceiling == ("baseline", "gradient norm", "anti-score matching")
+    assert "3 of 4 models" in sat.reason and sat.spread == pytest.approx(0.045)
+    one_at_top = {"baseline": 0.8, "gradient norm": 0.815, "score matching": 1.0, "anti-score matching": 0.775}
+    ok = gan_test_saturation(one_at_top)
+    assert not ok.saturated and ok.at_ceiling == ("score matching",) and ok.spread == pytest.approx(0.225)
+    flat = gan_test_saturation({"a": 0.41, "b": 0.43, "c": 0.44})  # nobody at the ceiling, but no spread
+    assert flat.saturated and "differ by 3.0%" in flat.reason
+    assert not gan_test_saturation({"a": 0.41, "b": 0.43}, min_spread=0.01).saturated
+    assert gan_test_saturation(one_at_top, min_at_ceiling=1).saturated
+    assert sat.to_dict()["ceiling"] == 0.99 and sat.to_dict()["saturated"] is True
+
+
+@pytest.mark.parametrize(("scores", "kwargs", "needle"), [
+    ({"a": 1.0}, {}, "at least two"),
+    ({"a": 1.0, "b": 1.2}, {}, r"scores\['b'\]"),
+    ({"a": 1.0, "b": 0.5}, {"ceiling": 1.5}, "'ceiling'"),
+    ({"a": 1.0, "b": 0.5}, {"min_at_ceiling": 0}, "'min_at_ceiling'"),
+])
+def test_saturation_rejects_bad_input(scores, kwargs, needle):
+    with pytest.raises(ParameterError, match=needle):
+        gan_test_saturation(scores, **kwargs)
 
 
 # ---------------------------------------------------------------- exact oracles on toy models

@@ -32,7 +32,7 @@ from .._validation import (
     unknown_name,
 )
 from ..training.attacks import eval_mode
-from ..training.metrics import accuracy, predict
+from ..training.metrics import accuracy
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -41,8 +41,10 @@ __all__ = [
     "GAN_TEST_DEFAULTS",
     "ActivationSamples",
     "GanTestResult",
+    "Saturation",
     "activation_maximization",
     "gan_test",
+    "gan_test_saturation",
     "gan_test_score",
     "gan_test_targets",
     "sample_grid",
@@ -304,15 +306,19 @@ class GanTestResult:
         accuracy: GAN-test accuracy (higher is better).
         per_class: Accuracy per target class present.
         samples: The activation-maximization samples that were scored.
+        target_probability: Mean proxy softmax probability of the target class, a graded
+            score that still separates models when the accuracy sits at 100%.
     """
 
     accuracy: float
     per_class: dict[int, float]
     samples: ActivationSamples
     higher_is_better: bool = True
+    target_probability: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"accuracy": self.accuracy, "per_class": {str(k): v for k, v in self.per_class.items()},
+        return {"accuracy": self.accuracy, "target_probability": self.target_probability,
+                "per_class": {str(k): v for k, v in self.per_class.items()},
                 "higher_is_better": self.higher_is_better, "sampling": self.samples.to_dict()}
 
 
@@ -339,10 +345,88 @@ def gan_test_score(
     samples = activation_maximization(model, targets, shape=shape, bounds=bounds, seed=seed,
                                       batch_size=batch_size, quiet=quiet,
                                       **{**GAN_TEST_DEFAULTS, **sampling})
-    pred = predict(proxy, samples.x, batch_size=batch_size, device=_model_device(proxy))
-    hit = (pred == samples.target).float()
+    prob = _target_probability(proxy, samples.x, samples.target, batch_size)
+    hit = (prob.argmax(1) == samples.target).float()
     per_class = {int(c): hit[samples.target == c].mean().item() for c in samples.target.unique()}
-    return GanTestResult(hit.mean().item(), per_class, samples)
+    p_target = prob.gather(1, samples.target.view(-1, 1)).mean().item()
+    return GanTestResult(hit.mean().item(), per_class, samples, target_probability=p_target)
+
+
+def _target_probability(proxy: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The proxy's softmax probabilities (N, K) of ``x``, in eval mode, on the CPU."""
+    device = _model_device(proxy)
+    with torch.no_grad(), eval_mode(proxy):
+        out = [proxy(x[i : i + batch_size].to(device=device, dtype=_model_dtype(proxy))).float().softmax(1).cpu()
+               for i in range(0, len(x), batch_size)]
+    return torch.cat(out)
+
+
+@dataclass(frozen=True)
+class Saturation:
+    """What :func:`gan_test_saturation` returns.
+
+    Attributes:
+        saturated: True when the scores cannot tell the models apart.
+        reason: One sentence saying why (or why not), with the numbers.
+        at_ceiling: The models whose score is at or above ``ceiling``.
+        spread: Highest minus lowest score.
+        thresholds: ceiling, min_at_ceiling, min_spread as used.
+    """
+
+    saturated: bool
+    reason: str
+    at_ceiling: tuple[str, ...]
+    spread: float
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"saturated": self.saturated, "reason": self.reason, "at_ceiling": list(self.at_ceiling),
+                "spread": self.spread, **self.thresholds}
+
+
+def gan_test_saturation(
+    scores: dict[str, float],
+    *,
+    ceiling: float = 0.99,
+    min_at_ceiling: int = 2,
+    min_spread: float = 0.05,
+) -> Saturation:
+    """Whether GAN-test scores of several models are saturated, i.e. tell the models apart.
+
+    Saturated when at least ``min_at_ceiling`` models score ≥ ``ceiling`` (the proxy labels
+    nearly every sample as its target: the samples fool it rather than resemble the class),
+    or when the highest and lowest score differ by less than ``min_spread``.
+
+    Why: activation maximization is gradient ascent on a logit; run long enough its samples
+    are adversarial examples that transfer to a non-robust proxy, so every model reaches
+    100% and the comparison says nothing (seen on Fashion-MNIST: 100/100/95.5/100%).
+
+    Raises:
+        ParameterError: fewer than two scores, a score outside [0, 1], or bad thresholds.
+    """
+    caller = "gan_test_saturation()"
+    if len(scores) < 2:
+        raise ParameterError(f"{caller} compares models: pass at least two scores. Got {len(scores)}.")
+    for name, v in scores.items():
+        check_float(v, f"scores[{name!r}]", caller, 0.0, 1.0)
+    check_float(ceiling, "ceiling", caller, 0.0, 1.0)
+    check_int(min_at_ceiling, "min_at_ceiling", caller, 1)
+    check_float(min_spread, "min_spread", caller, 0.0)
+    top = tuple(k for k, v in scores.items() if v >= ceiling)
+    spread = max(scores.values()) - min(scores.values())
+    listed = ", ".join(f"{k} {v:.1%}" for k, v in scores.items())
+    thresholds = {"ceiling": ceiling, "min_at_ceiling": min_at_ceiling, "min_spread": min_spread}
+    if len(top) >= min_at_ceiling:
+        reason = (f"{len(top)} of {len(scores)} models score ≥ {ceiling:.0%} ({listed}): the proxy labels "
+                  "nearly every sample as its target, so the score does not tell the models apart.")
+        return Saturation(True, reason, top, spread, thresholds)
+    if spread < min_spread:
+        reason = (f"the scores differ by {spread:.1%} < {min_spread:.0%} ({listed}): the score does not tell "
+                  "the models apart.")
+        return Saturation(True, reason, top, spread, thresholds)
+    reason = (f"not saturated: {len(top)} of {len(scores)} models at ≥ {ceiling:.0%} and a spread of "
+              f"{spread:.1%} ≥ {min_spread:.0%} ({listed}).")
+    return Saturation(False, reason, top, spread, thresholds)
 
 
 def sample_grid(
