@@ -13,6 +13,11 @@ products). Printed:
   FLOP/cycle = 157 GFLOP/s on the development machine; ``--peak`` to change) and against a
   2048² sgemm measured in the same process (what the machine delivers right now);
 * the single-process FLOP count, so the run can be compared on another machine;
+* ``--vs-plain``: ``evaluation.diffroar`` (levels 0.05, 0.2, 0.5; 1 seed; ``--epochs``; no
+  random control; attributions given) against a plain sequential PyTorch loop doing the same 6
+  retrains (and masked-test evaluations) on pre-masked data, alternating, in one process;
+  prints the median times and the ratio plain / diffroar (the issue-15 "CPU path does not
+  slow down" check);
 * stacked vs sequential (``training.fit`` of each member alone, on pre-masked copies) on a
   subset, after checking that both give the same models (bitwise, against ``fit`` run with
   one thread): median of ``--repeats`` alternating runs, ratio sequential / stacked, and the
@@ -27,7 +32,7 @@ small products of this benchmark ~18× slower (8 stacked MLPs, 2 threads, load a
 Usage:
     python bench/diffroar_fmnist.py [--threads N] [--epochs 8] [--seeds 3]
         [--max-stack 32] [--random] [--mask-only] [--ratio-members 8] [--ratio-rows 12800]
-        [--repeats 5] [--skip-curve] [--out DIR]
+        [--repeats 5] [--skip-curve] [--out DIR] [--vs-plain]
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from gradaudit._provenance import git_revision, versions
 from gradaudit.masking.fill import fill_masked
 from gradaudit.masking.ranking import keep_mask_count, rank_positions
 from gradaudit.models import ModelSpec
-from gradaudit.training import Recipe, accuracy, fit
+from gradaudit.training import Recipe, accuracy, fit, lr_at
 from gradaudit.training.ensemble import Member, fit_stacked
 
 PEAK = 157.0  # GFLOP/s fp32: 2 cores × 2.45 GHz × 2 FMA units × 8 lanes × 2
@@ -171,6 +176,64 @@ def ratio(args, spec, recipe, train) -> None:
           f"{100 * flops / ours / 1e9 / args.peak:.0f}% of the {args.peak:.0f} GFLOP/s peak")
 
 
+def input_gradients(model, x, y, rows: int = 1000) -> torch.Tensor:
+    out = []
+    for i in range(0, len(x), rows):
+        xb = x[i : i + rows].clone().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(model(xb), y[i : i + rows], reduction="sum")
+        out.append(torch.autograd.grad(loss, xb)[0])
+    return torch.cat(out)
+
+
+def vs_plain(args, spec, recipe, train, test) -> None:
+    """diffroar (3 levels × top/bottom, 1 seed, no random control) against a plain loop."""
+    model = spec.build(0)
+    fit(model, train, recipe, quiet=True)
+    maps = (input_gradients(model, train.x, train.y), input_gradients(model, test.x, test.y))
+    levels = (0.05, 0.2, 0.5)
+    pos = (rank_positions(maps[0], seed=0), rank_positions(maps[1], seed=0))
+    arms = [(round(k * 784), side) for k in levels for side in ("top", "bottom")]
+    masked = [tuple(fill_masked(s.x, keep_mask_count(p, c, side), "zero") for s, p in zip((train, test), pos, strict=True))
+              for c, side in arms]
+
+    def ours() -> list[float]:
+        res = evaluation.diffroar(model, train, test, attributions=maps, spec=spec, recipe=recipe, seeds=1,
+                                  levels=levels, random=False, quiet=True)
+        return [*res.attribution.top.mean, *res.attribution.bottom.mean]
+
+    def plain() -> list[float]:
+        accs = []
+        n, size = len(train), recipe.batch_size
+        steps = (n + size - 1) // size
+        for xtr, xte in masked:
+            net = spec.build(0)
+            opt = torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum)
+            gen = torch.Generator().manual_seed(0)
+            for epoch in range(recipe.epochs):
+                perm = torch.randperm(n, generator=gen)
+                for step in range(steps):
+                    idx = perm[step * size : (step + 1) * size]
+                    loss = torch.nn.functional.cross_entropy(net(xtr[idx]), train.y[idx])
+                    for g in opt.param_groups:
+                        g["lr"] = lr_at(recipe, epoch, step, steps)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+            accs.append(accuracy(net, xte, test.y))
+        return accs
+
+    times: dict[str, list[float]] = {"ours": [], "plain": []}
+    for _ in range(args.repeats):
+        for name, fn in (("ours", ours), ("plain", plain)):
+            t0 = time.perf_counter()
+            accs = fn()
+            times[name].append(time.perf_counter() - t0)
+            print(f"  {name}: {times[name][-1]:.1f} s, accuracies {' '.join(f'{a:.4f}' for a in accs)}")
+    o, p = statistics.median(times["ours"]), statistics.median(times["plain"])
+    print(f"case: diffroar fmnist MLP, levels {levels}, 1 seed, {recipe.epochs} epochs, no random control | "
+          f"ours (evaluation.diffroar) {o:.1f} s | plain sequential loop {p:.1f} s | ratio plain/ours {p / o:.2f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=None)
@@ -186,6 +249,7 @@ def main() -> None:
     p.add_argument("--skip-curve", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--out", default=None)
+    p.add_argument("--vs-plain", action="store_true", help="only the diffroar-vs-plain-loop ratio")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -195,6 +259,9 @@ def main() -> None:
     train, test = data.load("fmnist", "train"), data.load("fmnist", "test")
     spec = ModelSpec(name="mlp", input_shape=train.input_shape, num_classes=10, options={"hidden": [256, 256]})
     recipe = Recipe(epochs=args.epochs, batch_size=128, lr=0.1, momentum=0.9, schedule="onecycle")
+    if args.vs_plain:
+        vs_plain(args, spec, recipe, train, test)
+        return
     if not args.skip_curve:
         curve(args, spec, recipe, train, test)
     ratio(args, spec, recipe, train)

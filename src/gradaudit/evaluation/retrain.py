@@ -21,7 +21,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +126,8 @@ class _Store:
             if found != self.hash:
                 raise ParameterError(
                     f"The directory {self.out} holds a retraining run with another config "
-                    f"(hash {found} vs {self.hash}). Use another 'out', or delete it."
+                    f"(hash {found} vs {self.hash}). Write to another folder (--out of gradaudit diffroar, out= in "
+                    "Python), or delete it."
                 )
         else:
             write_json(path, {"config_hash": self.hash, "config": config, **provenance()})
@@ -162,30 +163,37 @@ class GroupInputs:
     """The inputs of all members of a group for given rows, built block by block.
 
     Member i keeps ``arms[i]`` of ``positions[i]`` (rank positions of its ranking, for its
-    seed). Consecutive members with the same positions, side and view form a block whose
-    keep-masks come from one broadcast comparison with the block's counts. ``self(rows)``,
-    ``rows`` (M, B) (or (1, B), shared by all), equals stacking each member's
-    :func:`_inputs` on its rows, bitwise (comparisons and fills are exact).
+    seed). Consecutive members with the same positions, side, view and (if ``seeds`` is
+    given) seed form a block whose keep-masks come from one broadcast comparison of the
+    stored ranks against the block's counts, on the device the positions live on.
+    ``self(rows)``, ``rows`` (M, B) (or (1, B), shared by all), equals stacking each
+    member's :func:`_inputs` on its rows, bitwise (comparisons and fills are exact).
+
+    ``seeds`` (member i's data seed) tells which members draw the same rows: a block of
+    one seed gathers its rows once and broadcasts them, decided when the group is built,
+    not by comparing rows per step (which would wait on the device).
     """
 
     def __init__(self, arms: Sequence[Arm], positions: Sequence[torch.Tensor], x: torch.Tensor,
-                 fill: str, mean: torch.Tensor | None) -> None:
+                 fill: str, mean: torch.Tensor | None, seeds: Sequence[int] | None = None) -> None:
         self.x, self.fill, self.mean = x, fill, mean
-        self.blocks: list[tuple[slice, Arm, torch.Tensor, torch.Tensor]] = []
+        self.blocks: list[tuple[slice, Arm, torch.Tensor, torch.Tensor, bool]] = []
+
+        def same(i: int, start: int) -> bool:
+            return (positions[i] is positions[start] and (arms[i].side, arms[i].view) == (arms[start].side, arms[start].view)
+                    and (seeds is None or seeds[i] == seeds[start]))
+
         start = 0
         for i in range(1, len(arms) + 1):
-            if i == len(arms) or positions[i] is not positions[start] or (arms[i].side, arms[i].view) != (
-                    arms[start].side, arms[start].view):
-                counts = torch.tensor([a.count for a in arms[start:i]])
-                self.blocks.append((slice(start, i), arms[start], positions[start], counts))
+            if i == len(arms) or not same(i, start):
+                counts = torch.tensor([a.count for a in arms[start:i]], device=positions[start].device)
+                self.blocks.append((slice(start, i), arms[start], positions[start], counts, seeds is not None))
                 start = i
 
     def __call__(self, rows: torch.Tensor) -> torch.Tensor:
         parts = []
-        for sl, arm, positions, counts in self.blocks:
-            index = rows[sl] if len(rows) > 1 else rows
-            if len(index) > 1 and bool((index == index[:1]).all()):
-                index = index[:1]
+        for sl, arm, positions, counts, shared in self.blocks:
+            index = rows if len(rows) == 1 else rows[sl.start : sl.start + 1] if shared else rows[sl]
             pos = positions[index]
             c = counts.view(-1, *([1] * (pos.dim() - 1)))
             keep = pos < c if arm.side == "top" else pos >= pos[0, 0].numel() - c
@@ -231,6 +239,9 @@ class Retrainer:
     max_stack: int
     device: str | torch.device
     quiet: bool
+    _on_device: dict[str, ImageSet] = field(default_factory=dict, init=False, repr=False)
+    _positions: dict[tuple[str, int | None], tuple[torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict, init=False, repr=False)
 
     def _groups(self, arms: Sequence[Arm], seeds: Sequence[int]) -> list[tuple[str, list[tuple[int, Arm]]]]:
         unique: dict[str, Arm] = {}
@@ -242,11 +253,17 @@ class Retrainer:
 
     def run(self, arms: Sequence[Arm], seeds: Sequence[int], config: Mapping[str, Any],
             out: str | os.PathLike[str] | None) -> dict[tuple[Arm, int], float]:
-        """Accuracy on the matching masked test set of every (arm, seed), final epoch."""
+        """Accuracy on the matching masked test set of every (arm, seed), final epoch.
+
+        The training and test sets (and each ranking's positions) are moved to the device
+        once and stay there for the whole job."""
         store = _Store(out, config)
         groups = self._groups(arms, seeds)
         done: dict[tuple[str, int], float] = {}
-        mean = self.train.x.mean((0, 2, 3)) if self.fill == "mean" else None
+        device = torch.device(self.device)
+        self._on_device = {"train": self.train.to(device), "test": self.test.to(device)}
+        self._positions = {}
+        mean = self.train.x.mean((0, 2, 3)).to(device) if self.fill == "mean" else None
         with progress(self.quiet) as bar:
             task = bar.add_task("retrain groups", total=len(groups))
             for name, part in groups:
@@ -259,16 +276,28 @@ class Retrainer:
                 bar.advance(task)
         return {(arm, s): done[(arm.key(self.rankings[arm.ranking].d), s)] for arm in arms for s in seeds}
 
+    def _positions_at(self, name: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(train, test) positions of ranking ``name`` for ``seed``, on the device: a fixed
+        ranking is moved once per job, a drawn one once per group."""
+        ranking = self.rankings[name]
+        key = (name, None if ranking.fixed is not None else seed)
+        if key not in self._positions:
+            device = torch.device(self.device)
+            self._positions[key] = tuple(p.to(device) for p in ranking.at(seed))  # type: ignore[assignment]
+        return self._positions[key]
+
     def _train_group(self, part: list[tuple[int, Arm]], mean: torch.Tensor | None, bar: Any) -> dict[str, Any]:
-        cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
-        positions = [cache.setdefault((a.ranking, s), self.rankings[a.ranking].at(s)) for s, a in part]
-        arms = [a for _, a in part]
+        for key in [k for k in self._positions if k[1] is not None]:  # drawn rankings of earlier groups
+            del self._positions[key]
+        train, test_set = self._on_device["train"], self._on_device["test"]
+        positions = [self._positions_at(a.ranking, s) for s, a in part]
+        arms, seeds = [a for _, a in part], [s for s, _ in part]
         members = [Member(s, s, _inputs(a, p[0], self.fill, mean)) for (s, a), p in zip(part, positions, strict=True)]
-        fitted = fit_stacked(self.spec, self.train, self.recipe, members, engine=self.engine,
-                             batch_inputs=GroupInputs(arms, [p[0] for p in positions], self.train.x, self.fill, mean),
+        fitted = fit_stacked(self.spec, train, self.recipe, members, engine=self.engine,
+                             batch_inputs=GroupInputs(arms, [p[0] for p in positions], train.x, self.fill, mean, seeds),
                              device=self.device, bar=bar)
-        test = GroupInputs(arms, [p[1] for p in positions], self.test.x, self.fill, mean)
-        accs = _accuracies(fitted.models, test, self.test.y, self.device)
+        test = GroupInputs(arms, [p[1] for p in positions], test_set.x, self.fill, mean)
+        accs = _accuracies(fitted.models, test, test_set.y, self.device)
         rows = [{"key": a.key(self.rankings[a.ranking].d), "seed": s, "init_seed": s, "data_seed": s,
                  "accuracy": acc, **_last_epoch(fitted, i)}
                 for i, ((s, a), acc) in enumerate(zip(part, accs, strict=True))]
@@ -279,12 +308,13 @@ class Retrainer:
 def _accuracies(models: Sequence[torch.nn.Module], inputs: GroupInputs, y: torch.Tensor,
                 device: str | torch.device, rows: int = 1000) -> list[float]:
     """Each model's accuracy on its own inputs, in eval mode, ``rows`` test images at a time
-    (the batching of ``training.accuracy``)."""
-    correct = torch.zeros(len(models), dtype=torch.long)
+    (the batching of ``training.accuracy``); the counts stay on the device until the end."""
+    y = y.to(device)
+    correct = torch.zeros(len(models), dtype=torch.long, device=y.device)
     for i in range(0, len(y), rows):
-        index = torch.arange(i, min(i + rows, len(y)))
+        index = torch.arange(i, min(i + rows, len(y)), device=y.device)
         xb = inputs(index.unsqueeze(0)).to(device)
         for m, model in enumerate(models):
             with eval_mode(model):
-                correct[m] += (model(xb[m]).argmax(1).cpu() == y[index]).sum()
-    return [int(c) / len(y) for c in correct]
+                correct[m] += (model(xb[m]).argmax(1) == y[index]).sum()
+    return [c / len(y) for c in correct.tolist()]

@@ -38,7 +38,7 @@ products, which is what vmap lowers it to, but with a backward that matches ``nn
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,14 +51,16 @@ from .._validation import ParameterError, ParameterTypeError, check_choice
 from ..data.imageset import ImageSet
 from ..models.layers import Normalize
 from ..models.spec import ModelSpec
+from .attacks import _random_start
 from .augment import augment_batch
-from .fit import fit, make_optimizer
+from .fit import _resident, fit, make_optimizer, to_device
 from .recipe import Recipe
 from .schedule import lr_at
 
-__all__ = ["ENGINES", "BatchInputFn", "InputFn", "Member", "StackedFit", "apply_inputs", "fit_stacked", "stackable"]
+__all__ = ["ENGINES", "MEMBER_FIELDS", "BatchInputFn", "InputFn", "Member", "StackedFit", "apply_inputs", "fit_stacked", "stackable"]
 
 ENGINES = ("auto", "bmm", "loop")
+MEMBER_FIELDS = ("attack", "eps", "attack_step_size", "attack_random_start")
 InputFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 BatchInputFn = Callable[[torch.Tensor], torch.Tensor]
 _ELEMENTWISE = (nn.ReLU, nn.Softplus, nn.Identity, Normalize)
@@ -72,16 +74,30 @@ class Member:
         init_seed: Seed of ``spec.build`` (the initial weights).
         data_seed: The member's ``recipe.seed``: batch order, held-out split, augmentation.
         inputs: ``inputs(x_batch, index) -> model inputs`` for rows ``index`` of the training
-            set (e.g. masked pixels); must act row by row. None feeds ``x`` as it is.
+            set (e.g. masked pixels); must act row by row. None feeds ``x`` as it is. Both
+            arguments are on the training device.
+        attack: The member's own adversarial training, overriding the shared recipe's:
+            ``{"attack": "linf" | "l2" | None, "eps": ..., "attack_step_size": ...}`` (any of
+            :data:`MEMBER_FIELDS`); empty keeps the shared recipe's.
     """
 
     init_seed: int
     data_seed: int
     inputs: InputFn | None = field(default=None, compare=False)
+    attack: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def recipe(self, recipe: Recipe) -> Recipe:
-        """The recipe this member is trained with when trained alone."""
-        return recipe.model_copy(update={"seed": self.data_seed})
+        """The recipe this member is trained with when trained alone (validated)."""
+        unknown = sorted(set(self.attack) - set(MEMBER_FIELDS))
+        if unknown:
+            raise ParameterError(
+                f"Member.attack may set only {', '.join(MEMBER_FIELDS)}; got {', '.join(unknown)}. "
+                "Put the other fields in the shared recipe."
+            )
+        try:
+            return Recipe.model_validate({**recipe.model_dump(), **self.attack, "seed": self.data_seed})
+        except ValueError as err:
+            raise ParameterError(f"Member {self.attack!r} gives an invalid recipe: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -94,8 +110,9 @@ class StackedFit:
         history: One dict per epoch: epoch, lr, seconds, and per-member lists train_loss,
             train_acc.
         seconds: Wall time of training.
-        flops: Multiply-add FLOPs of the training steps (forward + backward), counted from
-            the layer shapes (bmm engine); None for the loop engine.
+        flops: Multiply-add FLOPs of the training steps (forward + backward, plus forward +
+            input gradient per PGD step of the attacked members), counted from the layer
+            shapes (bmm engine); None for the loop engine.
     """
 
     models: tuple[nn.Module, ...]
@@ -174,13 +191,20 @@ class _Stack:
             params += [w.requires_grad_()] + ([] if b is None else [b.requires_grad_()])
         return params
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sel: torch.Tensor | None = None, frozen: bool = False) -> torch.Tensor:
+        """Logits (M, B, classes) of inputs (M, B, ...); ``sel`` runs only those members (x
+        then holds their inputs); ``frozen`` takes no weight gradients (attacks)."""
         j = 0
         for m in self.layers:
             if isinstance(m, nn.Flatten):
                 x = x.flatten(2)
             elif isinstance(m, nn.Linear):
-                x = _StackedLinear.apply(x, self.weights[j], self.biases[j])
+                w, b = self.weights[j], self.biases[j]
+                if frozen:
+                    w, b = w.detach(), None if b is None else b.detach()
+                if sel is not None:
+                    w, b = w[sel], None if b is None else b[sel]
+                x = _StackedLinear.apply(x, w, b)
                 j += 1
             else:
                 x = m(x)
@@ -193,6 +217,10 @@ class _Stack:
             products = 2 if j == 0 else 3  # the first layer needs no input gradient
             total += products * 2.0 * w.shape[1] * w.shape[2] * rows * w.shape[0]
         return total
+
+    def attack_flops(self, rows: int) -> float:
+        """FLOPs of one attack step for ``rows`` samples of every member (forward + input gradient)."""
+        return sum(2 * 2.0 * w.shape[1] * w.shape[2] * rows * w.shape[0] for w in self.weights)
 
     def unstack(self) -> None:
         """Copy the trained stacked tensors back into each member's Linear layers."""
@@ -217,7 +245,8 @@ def apply_inputs(fn: InputFn | None, x: torch.Tensor, rows: int = 4096) -> torch
     """``fn`` applied to every row of ``x`` (in chunks), as a member trained alone sees it."""
     if fn is None:
         return x
-    parts = [fn(x[i : i + rows], torch.arange(i, min(i + rows, len(x)))) for i in range(0, len(x), rows)]
+    parts = [fn(x[i : i + rows], torch.arange(i, min(i + rows, len(x)), device=x.device))
+             for i in range(0, len(x), rows)]
     return torch.cat(parts) if parts else x
 
 
@@ -229,11 +258,16 @@ def _check(spec: Any, train: Any, recipe: Any, members: Sequence[Any], engine: s
         raise ParameterTypeError(f"The 'train' argument of {caller} must be a data.ImageSet. Got {type(train).__name__}.")
     if not isinstance(recipe, Recipe):
         raise ParameterTypeError(f"The 'recipe' argument of {caller} must be a training.Recipe. Got {type(recipe).__name__}.")
-    if recipe.attack is not None or recipe.regularizer is not None:
-        raise ParameterError(f"{caller} does standard training only; pass recipe.standard().")
+    if recipe.regularizer is not None:
+        raise ParameterError(
+            f"{caller} does standard and PGD training; the regularizer {recipe.regularizer!r} has no "
+            "stacked form yet. Train those models one at a time with training.fit."
+        )
     if not members or not all(isinstance(m, Member) for m in members):
         raise ParameterError(f"The 'members' argument of {caller} must be a non-empty list of Member.")
     check_choice(engine, "engine", caller, ENGINES)
+    for m in members:
+        m.recipe(recipe)  # each member's recipe is valid
 
 
 def fit_stacked(
@@ -254,8 +288,9 @@ def fit_stacked(
         spec: The architecture (every member is ``spec.build(member.init_seed)``).
         train: The training set, shared by all members (each member sees ``member.inputs``
             of it, in its own order).
-        recipe: Standard-training recipe (no attack, no regularizer); ``recipe.seed`` is
-            replaced by each member's ``data_seed``.
+        recipe: The shared recipe (standard or PGD; no regularizer); ``recipe.seed`` is
+            replaced by each member's ``data_seed``, and its attack fields by the member's
+            ``attack`` overrides.
         members: The members.
         engine: "auto", "bmm" or "loop" (see the module docstring).
         batch_inputs: Optional fast path of the bmm engine: ``batch_inputs(rows)`` with
@@ -291,6 +326,7 @@ def _run(engine: str, nets: list[nn.Module], train: ImageSet, recipe: Recipe, me
          batch_inputs: BatchInputFn | None, device: torch.device, bar: Any) -> StackedFit:
     if engine == "loop":
         return _fit_loop(nets, train, recipe, members, device, bar)
+    train = _resident(train, device)  # inputs and labels stay on the device for the whole run
     if batch_inputs is None:
         def batch_inputs(rows: torch.Tensor) -> torch.Tensor:
             return torch.stack([train.x[r] if m.inputs is None else m.inputs(train.x[r], r)
@@ -313,12 +349,114 @@ def _fit_loop(nets: list[nn.Module], train: ImageSet, recipe: Recipe,
     return StackedFit(tuple(nets), "loop", history, time.perf_counter() - t0, None)
 
 
+class _StackedPGD:
+    """PGD of every attacked member at once, each with its own norm, radius and step.
+
+    Member m's adversarial batch equals ``attacks.pgd`` of member m alone (model in eval
+    mode, its own device generator for the random start), operation for operation: the
+    random start is drawn per member with :func:`attacks._random_start` on its own batch;
+    every step takes the gradient of each member's mean cross-entropy (one backward over
+    the stack: members are independent, so the sum's gradient is each member's), then the
+    l-inf (sign) or l2 (normalised) step and projection, with the radius and step as float32
+    tensors (``eps / t`` is written as ``t.reciprocal() * eps``, what PyTorch does for a
+    Python number over a tensor).
+    """
+
+    def __init__(self, recipes: Sequence[Recipe], bounds: tuple[float, float], device: torch.device) -> None:
+        self.recipes = recipes
+        self.bounds = bounds
+        attacked = [i for i, r in enumerate(recipes) if r.attack is not None]
+        self.attacked = attacked
+        self.sel = torch.tensor(attacked, device=device)
+        self.steps = recipes[attacked[0]].attack_steps if attacked else 0
+
+        def column(values: list[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=device)
+
+        self.eps = column([recipes[i].eps for i in attacked])
+        self.alpha = column([recipes[i].step_size for i in attacked])
+        linf = [recipes[i].attack == "linf" for i in attacked]
+        self.linf = torch.tensor([j for j, v in enumerate(linf) if v], dtype=torch.long, device=device)
+        self.l2 = torch.tensor([j for j, v in enumerate(linf) if not v], dtype=torch.long, device=device)
+        self.all_linf, self.all_l2 = all(linf), not any(linf)
+
+    def __call__(self, stack: _Stack, x: torch.Tensor, y: torch.Tensor,
+                 gens: Sequence[torch.Generator]) -> torch.Tensor:
+        if not self.attacked:
+            return x
+        xa = x[self.sel] if len(self.attacked) < len(x) else x
+        ya = y[self.sel] if len(self.attacked) < len(x) else y
+        starts = []
+        for j, i in enumerate(self.attacked):
+            r = self.recipes[i]
+            starts.append(_random_start(xa[j], r.attack, r.eps, gens[i]) if r.attack_random_start
+                          else torch.zeros_like(xa[j]))
+        adv = self._attack(stack, xa, ya, torch.stack(starts))
+        if len(self.attacked) == len(x):
+            return adv
+        out = x.clone()
+        out[self.sel] = adv
+        return out
+
+    def _attack(self, stack: _Stack, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.bounds
+        shape = (-1, *([1] * (x.dim() - 1)))
+        eps, alpha = self.eps.view(shape), self.alpha.view(shape)
+        sel = None if len(self.attacked) == len(self.recipes) else self.sel
+        adv = torch.clamp(x + start, lo, hi).detach()
+        with torch.enable_grad():
+            for _ in range(self.steps):
+                adv.requires_grad_(True)
+                logits = stack.forward(adv, sel, frozen=True)
+                loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+                (grad,) = torch.autograd.grad(loss.view(len(y), -1).mean(1).sum(), adv)
+                with torch.no_grad():
+                    adv = self._project(adv, grad, x, eps, alpha)
+                    adv = torch.clamp(x + adv, lo, hi).detach()
+        return adv
+
+    def _project(self, adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, eps: torch.Tensor,
+                 alpha: torch.Tensor) -> torch.Tensor:
+        """δ after one step: the members' l-inf and l2 updates (each on its own members)."""
+        if self.all_linf:
+            return self._linf(adv, grad, x, eps, alpha)
+        if self.all_l2:
+            return self._l2(adv, grad, x, eps, alpha)
+        delta = torch.empty_like(adv)
+        for part, update in ((self.linf, self._linf), (self.l2, self._l2)):
+            delta[part] = update(adv[part], grad[part], x[part], eps[part], alpha[part])
+        return delta
+
+    @staticmethod
+    def _linf(adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, eps: torch.Tensor,
+              alpha: torch.Tensor) -> torch.Tensor:
+        adv = adv + alpha * grad.sign()
+        return torch.clamp(adv - x, -eps, eps)
+
+    @staticmethod
+    def _l2(adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, eps: torch.Tensor,
+            alpha: torch.Tensor) -> torch.Tensor:
+        adv = adv + alpha * grad / (_norms(grad) + 1e-10)
+        delta = adv - x
+        return delta * torch.clamp(_norms(delta).reciprocal() * eps, max=1.0)
+
+
+def _norms(t: torch.Tensor) -> torch.Tensor:
+    """Per-sample l2 norms of stacked batches (M, B, ...), shaped to broadcast."""
+    return t.flatten(2).norm(p=2, dim=2).view(*t.shape[:2], *([1] * (t.dim() - 2)))
+
+
 def _fit_bmm(nets: list[nn.Module], train: ImageSet, recipe: Recipe, members: Sequence[Member],
              batch_inputs: BatchInputFn, device: torch.device, bar: Any) -> StackedFit:
+    """The stacked loop; data, orders and metrics stay on ``device``: no host synchronisation
+    per step (the members' losses and accuracies are read once per epoch)."""
     stack = _Stack(nets, device)
     optimizer = make_optimizer(stack.parameters(), recipe)
+    recipes = [m.recipe(recipe) for m in members]
+    attack = _StackedPGD(recipes, train.bounds, device)
     rows = [_train_rows(len(train), recipe.val_fraction, m.data_seed) for m in members]
     gens = [torch.Generator().manual_seed(m.data_seed) for m in members]
+    dev_gens = [torch.Generator(device=device).manual_seed(m.data_seed + 1) for m in members]
     n, size = len(rows[0]), recipe.batch_size
     steps = (n + size - 1) // size
     history: list[dict[str, Any]] = []
@@ -326,37 +464,42 @@ def _fit_bmm(nets: list[nn.Module], train: ImageSet, recipe: Recipe, members: Se
     epochs = bar.add_task("epochs", total=recipe.epochs)
     for epoch in range(recipe.epochs):
         t0 = time.perf_counter()
-        order = [r[torch.randperm(n, generator=g)] for r, g in zip(rows, gens, strict=True)]
-        loss_sum = torch.zeros(len(members), dtype=torch.float64)
-        correct = torch.zeros(len(members), dtype=torch.int64)
+        order = to_device(torch.stack([r[torch.randperm(n, generator=g)] for r, g in zip(rows, gens, strict=True)]),
+                          device)
+        loss_sum = torch.zeros(len(members), dtype=torch.float64, device=device)
+        correct = torch.zeros(len(members), dtype=torch.int64, device=device)
         task = bar.add_task(f"epoch {epoch + 1}", total=steps)
         for step in range(steps):
-            idx = torch.stack([o[step * size : (step + 1) * size] for o in order])
+            idx = order[:, step * size : (step + 1) * size]
             xb = batch_inputs(idx).to(device)
             if recipe.augment != "none":
                 xb = torch.stack([augment_batch(x, recipe.augment, g) for x, g in zip(xb, gens, strict=True)])
-            losses, hits = _step(stack, optimizer, xb, train.y[idx].to(device), lr_at(recipe, epoch, step, steps))
+            yb = train.y[idx]
+            xb = attack(stack, xb, yb, dev_gens)
+            losses, hits = _step(stack, optimizer, xb, yb, lr_at(recipe, epoch, step, steps))
             loss_sum += losses * idx.shape[1]
             correct += hits
             bar.advance(task)
         bar.remove_task(task)
         bar.advance(epochs)
+        loss_mean, acc = (loss_sum / n).tolist(), (correct / n).tolist()  # the epoch's one read
         history.append({"epoch": epoch + 1, "lr": lr_at(recipe, epoch, steps - 1, steps),
-                        "seconds": time.perf_counter() - t0,
-                        "train_loss": (loss_sum / n).tolist(), "train_acc": (correct / n).tolist()})
+                        "seconds": time.perf_counter() - t0, "train_loss": loss_mean, "train_acc": acc})
     bar.remove_task(epochs)
     seconds = time.perf_counter() - t_start
     stack.unstack()
     for net in nets:
         net.to(device).eval()
-    flops = stack.flops(n) * recipe.epochs
+    share = len(attack.attacked) / len(members)  # attack steps run only for the attacked members
+    flops = (stack.flops(n) + attack.steps * share * stack.attack_flops(n)) * recipe.epochs
     return StackedFit(tuple(nets), "bmm", history, seconds, flops)
 
 
 def _step(stack: _Stack, optimizer: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor,
           lr: float) -> tuple[torch.Tensor, torch.Tensor]:
     """One SGD/Adam step of every member on its batch (M, B, ...); per-member mean
-    cross-entropy, as ``fit``. Returns the members' losses (float64) and correct counts."""
+    cross-entropy, as ``fit``. Returns the members' losses (float64) and correct counts,
+    left on the device."""
     logits = stack.forward(xb)
     losses = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none")
     losses = losses.view(len(yb), -1).mean(1)
@@ -365,4 +508,4 @@ def _step(stack: _Stack, optimizer: torch.optim.Optimizer, xb: torch.Tensor, yb:
     optimizer.zero_grad(set_to_none=True)
     losses.sum().backward()
     optimizer.step()
-    return losses.detach().double().cpu(), (logits.detach().argmax(2) == yb).sum(1).cpu()
+    return losses.detach().double(), (logits.detach().argmax(2) == yb).sum(1)

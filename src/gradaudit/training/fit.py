@@ -35,7 +35,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from .._io import read_json, write_json
-from .._progress import progress
+from .._progress import log_step, progress, show_progress
 from .._provenance import provenance
 from .._validation import DataError, ParameterError, ParameterTypeError
 from ..data.imageset import ImageSet, as_imageset
@@ -232,19 +232,25 @@ def fit(
     data, val = (train, None)
     if recipe.val_fraction > 0:
         data, val = train.split(recipe.val_fraction, seed=recipe.seed)
+    data = _resident(data, device)  # the training split stays on the device for the whole run
     optimizer = make_optimizer(model.parameters(), recipe)
     gens = {"cpu": torch.Generator().manual_seed(recipe.seed),
             "device": torch.Generator(device=device).manual_seed(recipe.seed + 1)}
     start, history = _resume(out_dir, ident, model, optimizer, gens)
+    what = _what(model, spec, out_dir)
+    if start and not quiet:
+        log_step(f"{what}: resuming from {out_dir / CHECKPOINT} at epoch {start + 1}/{recipe.epochs}")
 
     t0 = time.perf_counter()
     with progress(quiet) as bar:
-        epochs = bar.add_task("epochs", total=recipe.epochs, completed=start)
+        epochs = bar.add_task(f"training {what}", total=recipe.epochs, completed=start)
         for epoch in range(start, recipe.epochs):
             entry = _train_epoch(model, data, recipe, optimizer, gens, epoch, device, bar)
             if val is not None:
                 entry["val_acc"] = accuracy(model, val.x, val.y, device=device)
             history.append(entry)
+            if not quiet and not show_progress(quiet):  # no bar: a line per epoch for the log
+                log_step(f"{what}: epoch {epoch + 1}/{recipe.epochs}, " + _epoch_summary(entry), entry.get("seconds"))
             if out_dir is not None:
                 save_checkpoint(out_dir / CHECKPOINT, model, optimizer, gens,
                                 {**ident, "epoch": epoch + 1, "history": history, **provenance()})
@@ -256,6 +262,25 @@ def fit(
     if out_dir is not None:
         _finish(out_dir, model, ident, history)
     return FitResult(model, recipe, history, seconds, False, out_dir)
+
+
+def _resident(data: ImageSet, device: torch.device) -> ImageSet:
+    """``data`` with inputs and labels on ``device`` (moved once per run, not per batch)."""
+    if data.x.device == device and data.y.device == device:
+        return data
+    return ImageSet(to_device(data.x, device), to_device(data.y, device), dict(data.meta),
+                    {k: to_device(v, device) for k, v in data.per_image.items()})
+
+
+def _what(model: nn.Module, spec: dict[str, Any] | None, out: Path | None) -> str:
+    """Names the model in bars and log lines: its architecture and its run directory."""
+    arch = str(spec.get("name")) if spec and spec.get("name") else type(model).__name__
+    return f"{arch} in {out}" if out is not None else arch
+
+
+def _epoch_summary(entry: dict[str, float]) -> str:
+    shown = (("train_loss", "loss"), ("train_acc", "train acc"), ("val_acc", "val acc"))
+    return ", ".join(f"{label} {entry[key]:.4f}" for key, label in shown if key in entry)
 
 
 def _resume(out: Path | None, ident: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -290,6 +315,16 @@ def _load_into(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | 
         ) from None
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``; a CPU tensor bound for CUDA goes through pinned memory without
+    blocking the host (so no host synchronisation); on the CPU ``t`` itself."""
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def _train_epoch(
     model: nn.Module,
     data: ImageSet,
@@ -300,19 +335,44 @@ def _train_epoch(
     device: torch.device,
     bar: Any,
 ) -> dict[str, float]:
-    """One pass over ``data``. Draw order (kept by ``training.ensemble``): the epoch's
-    permutation, then per batch the augmentation draws (CPU generator), then the PGD starts
-    and regularizer noise (device generator)."""
+    """One pass over ``data`` (on ``device``); the epoch's loss and accuracy are read from
+    the device once, at its end."""
+    n, t0 = len(data), time.perf_counter()
+    loss_sum, correct, lr = _epoch_steps(model, data, recipe, optimizer, gens, epoch, device, bar)
+    loss, acc = loss_sum.item() / n, int(correct) / n  # the epoch's one host synchronisation
+    seconds = time.perf_counter() - t0
+    return {"epoch": epoch + 1, "lr": lr, "train_loss": loss, "train_acc": acc,
+            "seconds": seconds, "samples_per_s": n / seconds}
+
+
+def _epoch_steps(
+    model: nn.Module,
+    data: ImageSet,
+    recipe: Recipe,
+    optimizer: torch.optim.Optimizer,
+    gens: dict[str, torch.Generator],
+    epoch: int,
+    device: torch.device,
+    bar: Any,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The step loop of one epoch, free of host synchronisation: returns (Σ batch loss ×
+    batch size as a float64 device scalar, correct count as an int64 device scalar, last lr).
+    Draw order (kept by ``training.ensemble``): the epoch's permutation, then per batch the
+    augmentation draws (CPU generator), then the PGD starts and regularizer noise (device
+    generator). The float64 sum adds the same terms in the same order as ``loss.item() * b``
+    summed in Python, so the history is unchanged to the bit."""
     n, size = len(data), recipe.batch_size
-    perm = torch.randperm(n, generator=gens["cpu"])
+    perm = to_device(torch.randperm(n, generator=gens["cpu"]), device)
     steps = (n + size - 1) // size
     task = bar.add_task(f"epoch {epoch + 1}", total=steps)
-    loss_sum, correct, lr, t0 = 0.0, 0, recipe.lr, time.perf_counter()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    lr = recipe.lr
     model.train()  # pgd, accuracy and the regularizers restore the mode they find
     for step in range(steps):
         idx = perm[step * size : (step + 1) * size]
-        xb = augment_batch(data.x[idx].to(device), recipe.augment, gens["cpu"])
-        yb = data.y[idx].to(device)
+        xb = augment_batch(data.x[idx], recipe.augment, gens["cpu"])
+        yb = data.y[idx]
         if recipe.attack is not None:
             xb = pgd(model, xb, yb, norm=recipe.attack, eps=recipe.eps, steps=recipe.attack_steps,
                      step_size=recipe.step_size, random_start=recipe.attack_random_start,
@@ -329,13 +389,11 @@ def _train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.item() * len(idx)
-        correct += int((logits.argmax(1) == yb).sum())
+        loss_sum += loss.detach().double() * len(idx)
+        correct += (logits.detach().argmax(1) == yb).sum()
         bar.advance(task)
     bar.remove_task(task)
-    seconds = time.perf_counter() - t0
-    return {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / n, "train_acc": correct / n,
-            "seconds": seconds, "samples_per_s": n / seconds}
+    return loss_sum, correct, lr
 
 
 def _finish(out: Path, model: nn.Module, ident: dict[str, Any], history: list[dict[str, float]]) -> None:

@@ -19,15 +19,25 @@ def predict(
 
     ``device`` defaults to the model's (its first parameter's, else ``x``'s).
     """
+    return _predict(model, x, batch_size, _device(model, x, device)).cpu()
+
+
+def _device(model: nn.Module, x: torch.Tensor, device: str | torch.device | None) -> torch.device:
+    """``device``, else the model's (its first parameter's), else ``x``'s."""
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else x.device
-    device = torch.device(device)
+    return torch.device(device)
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Predicted labels (N,) left on ``device``: no host synchronisation per batch."""
     out = []
     with eval_mode(model):
         for i in range(0, x.shape[0], batch_size):
-            out.append(model(x[i : i + batch_size].to(device)).argmax(1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+            out.append(model(x[i : i + batch_size].to(device)).argmax(1))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=device)
 
 
 def accuracy(
@@ -43,4 +53,6 @@ def accuracy(
         raise ParameterError(f"The 'y' argument of accuracy must have shape ({x.shape[0]},). Got {tuple(y.shape)}.")
     if x.shape[0] == 0:
         return float("nan")
-    return int((predict(model, x, batch_size=batch_size, device=device) == y.cpu()).sum()) / x.shape[0]
+    dev = _device(model, x, device)
+    hits = _predict(model, x, batch_size, dev) == y.to(dev)
+    return int(hits.sum()) / x.shape[0]  # one read of the count from the device
