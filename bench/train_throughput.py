@@ -1,4 +1,4 @@
-"""Training throughput of the MLP and the small CNN, and the effect of the glibc allocator.
+"""Training throughput of the MLP, the small CNN and CIFAR ResNets, and the glibc allocator.
 
 Part 1, throughput: ``training.fit`` (ours) against the plainest PyTorch loop that does the
 same work (peer: index a batch, forward, cross-entropy, zero_grad, backward, SGD step), on
@@ -6,7 +6,8 @@ MNIST-shaped inputs, batch 128. Both start from the same seeded weights and use 
 shuffling generator, and the script first checks that they end with bit-identical weights;
 then it times them alternately (one warm-up epoch, median of ``--repeats`` epochs each). The
 ratio peer/ours is the plain loop's time over fit's (< 1: fit is slower; 1: no overhead). Each line also gives the achieved
-GFLOP/s and its share of this machine's fp32 peak. PGD training (10 steps) has no peer.
+GFLOP/s and its share of this machine's fp32 peak. PGD training (10 steps) has no peer. The CIFAR-10
+rows (3×32×32) time the ResNets of the ``cifar10`` study with channels-last (NHWC) off and on.
 
 FLOPs are counted from the layers' multiply-accumulates (MACs, 1 MAC = 2 FLOPs), measured with
 forward hooks on every Linear / Conv2d: per training sample, forward 2·MACs, weight gradients
@@ -33,8 +34,8 @@ On a machine shared with other jobs, run it with ``OMP_WAIT_POLICY=PASSIVE``: wi
 there, because each parallel region waits for a thread that lost its core.
 
 Usage:
-    python bench/train_throughput.py [--repeats 5] [--rounds 3] [--threads N]
-        [--skip-throughput] [--skip-allocator]
+    python bench/train_throughput.py [--repeats 5] [--rounds 3] [--threads N] [--small]
+        [--skip-throughput] [--skip-mnist] [--skip-cifar] [--skip-allocator]
 """
 
 from __future__ import annotations
@@ -173,20 +174,18 @@ def check_same(build: Callable[[], nn.Module], train: data.ImageSet, recipe: tra
         raise SystemExit("fit and the plain loop disagree: the comparison would be meaningless")
 
 
-def throughput(cpu: dict[str, object], repeats: int) -> None:
+def run_cases(cpu: dict[str, object], repeats: int, shape: tuple[int, ...],
+              cases: list[tuple[str, str, dict[str, object], int, int | None]]) -> None:
+    """One line per case (label, model name, build options, rows, PGD steps or None)."""
     g = torch.Generator().manual_seed(0)
-    print("\n## training throughput, batch 128, MNIST-shaped inputs (1x28x28, 10 classes)")
-    print(f"{'case':<26}{'samples/s ours':>15}{'peer':>10}{'peer/ours':>11}{'GFLOP/s':>9}{'% peak':>8}"
+    print(f"{'case':<34}{'samples/s ours':>15}{'peer':>10}{'peer/ours':>11}{'GFLOP/s':>9}{'% peak':>8}"
           f"{'MFLOP/sample':>14}")
-    cases = [("mlp 784-256-256-10", "mlp", {}, 25_600, None),
-             ("cnn conv32-conv64-fc128", "cnn", {}, 6_400, None),
-             ("mlp, linf PGD-10 training", "mlp", {}, 3_200, 10)]
     for label, name, options, n, pgd_steps in cases:
-        x = torch.rand(n, 1, 28, 28, generator=g)
+        x = torch.rand(n, *shape, generator=g)
         y = torch.randint(0, 10, (n,), generator=g)
         train = data.ImageSet(x, y, {"name": "bench", "classes": list(range(10))})
-        build = lambda name=name, options=options: models.build(name, (1, 28, 28), 10, seed=0, **options)  # noqa: E731
-        macs = layer_macs(build(), (1, 28, 28))
+        build = lambda name=name, options=options: models.build(name, shape, 10, seed=0, **options)  # noqa: E731
+        macs = layer_macs(build(), shape)
         if pgd_steps is None:
             recipe = training.Recipe(epochs=1, batch_size=BATCH, lr=0.01)
             flops = train_flops(macs)
@@ -201,8 +200,36 @@ def throughput(cpu: dict[str, object], repeats: int) -> None:
             ours = statistics.median(time_alternately(build, train, recipe, repeats, with_peer=False)[0])
             peer_text, ratio_text = f"{'-':>10}", f"{'-':>11}"
         gflops = n * flops / ours / 1e9
-        print(f"{label:<26}{n / ours:>15.0f}{peer_text}{ratio_text}{gflops:>9.1f}"
-              f"{100 * gflops / float(cpu['peak_gflops']):>7.1f}%{flops / 1e6:>14.2f}")
+        print(f"{label:<34}{n / ours:>15.0f}{peer_text}{ratio_text}{gflops:>9.1f}"
+              f"{100 * gflops / float(cpu['peak_gflops']):>7.1f}%{flops / 1e6:>14.2f}", flush=True)
+
+
+def throughput(cpu: dict[str, object], repeats: int, scale: float) -> None:
+    print("\n## training throughput, batch 128, MNIST-shaped inputs (1x28x28, 10 classes)")
+    run_cases(cpu, repeats, (1, 28, 28), [
+        ("mlp 784-256-256-10", "mlp", {}, int(25_600 * scale), None),
+        ("cnn conv32-conv64-fc128", "cnn", {}, int(6_400 * scale), None),
+        ("mlp, linf PGD-10 training", "mlp", {}, int(3_200 * scale), 10)])
+
+
+# The CIFAR-10 ResNets of the cifar10 study: the --quick / CPU-config ResNet9 (width 16, stem
+# average-pooled by 2) and the GPU default's ResNet18 (width 64), channels-last off and on
+# (the model's ``channels_last`` option converts its input; the plain loop runs the same model).
+CIFAR_MODELS = (("resnet9 w16 pool2", "resnet9", {"width": 16, "stem_pool": 2}, 2_048),
+                ("resnet18 w64 (GPU default)", "resnet18", {"width": 64}, 256))
+
+
+def cifar_throughput(cpu: dict[str, object], repeats: int, scale: float) -> None:
+    print("\n## training throughput, batch 128, CIFAR-10-shaped inputs (3x32x32, 10 classes)")
+    cases: list[tuple[str, str, dict[str, object], int, int | None]] = []
+    for label, name, options, n in CIFAR_MODELS:
+        for cl in (False, True):
+            cases.append((f"{label}{', NHWC' if cl else ''}", name, {**options, "channels_last": cl},
+                          max(BATCH, int(n * scale)), None))
+    label, name, options, n = CIFAR_MODELS[0]
+    cases.append((f"{label}, NHWC, linf PGD-2", name, {**options, "channels_last": True},
+                  max(BATCH, int(n * scale) // 2), 2))
+    run_cases(cpu, repeats, (3, 32, 32), cases)
 
 
 # ----------------------------------------------------------------------------- part 2
@@ -305,6 +332,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-allocator", action="store_true")
+    parser.add_argument("--skip-mnist", action="store_true", help="no MNIST-shaped rows")
+    parser.add_argument("--skip-cifar", action="store_true", help="no CIFAR-10 ResNet rows")
+    parser.add_argument("--small", action="store_true", help="a quarter of the rows per case (a quick look)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -314,7 +344,11 @@ def main() -> None:
     cpu = header(args.threads)
     if not args.skip_throughput:
         print(f"# allocator for part 1: tune_malloc() -> {tune_malloc()} (as the CLI's start-up)")
-        throughput(cpu, args.repeats)
+        scale = 0.25 if args.small else 1.0
+        if not args.skip_mnist:
+            throughput(cpu, args.repeats, scale)
+        if not args.skip_cifar:
+            cifar_throughput(cpu, args.repeats, scale)
     if not args.skip_allocator:
         allocator(args.rounds, args.repeats, args.threads)
 

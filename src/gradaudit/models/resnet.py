@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .._validation import check_int
+from .._validation import check_bool, check_int
 from .layers import activation
 
 __all__ = ["ResNet", "imagenet_resnet18", "resnet"]
@@ -92,8 +92,10 @@ class ResNet(nn.Module):
         beta: float = 10.0,
         imagenet_stem: bool = False,
         stem_pool: int = 1,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
+        self.channels_last = channels_last
         cls = BasicBlock if block == "basic" else Bottleneck
         if imagenet_stem:
             self.stem = nn.Sequential(
@@ -122,6 +124,8 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(cin, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:  # NHWC activations: oneDNN's faster convolutions on CPU
+            x = x.contiguous(memory_format=torch.channels_last)
         out = self.pool(self.stages(self.stem(x)))
         return self.fc(torch.flatten(out, 1))
 
@@ -134,17 +138,23 @@ def resnet(
     act: str = "relu",
     beta: float = 10.0,
     stem_pool: int = 1,
+    channels_last: bool = False,
 ) -> ResNet:
     """A CIFAR-style ResNet of ``depth`` in {9, 18, 34, 50}.
 
     ``stem_pool=2`` average-pools the stem's output by 2: a CPU-sized ResNet (about 4× fewer
     FLOPs) for inputs like BlockMNIST's 56×28. Average pooling, unlike a strided stem
     convolution, spreads input gradients evenly (no checkerboard). 1 is the published layout.
+    ``channels_last=True`` runs the layers on channels-last (NHWC) activations: the same
+    function and weights (the state dict is unchanged), measured about 1.3-1.5× faster for
+    narrow CIFAR ResNets on a CPU (``bench/train_throughput.py``).
     """
     block, blocks = DEPTHS[depth]
     width = check_int(width, "width", f"build('resnet{depth}')", 1)
     stem_pool = check_int(stem_pool, "stem_pool", f"build('resnet{depth}')", 1, 4)
-    return ResNet(block, blocks, input_shape[0], num_classes, width, act, beta, stem_pool=stem_pool)
+    check_bool(channels_last, "channels_last", f"build('resnet{depth}')")
+    return ResNet(block, blocks, input_shape[0], num_classes, width, act, beta, stem_pool=stem_pool,
+                  channels_last=channels_last)
 
 
 def imagenet_resnet18(
