@@ -9,6 +9,7 @@ and prints one of the tables below.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from torch import nn
 
 from . import attribution, data, evaluation
 from ._io import to_jsonable, write_json
+from ._progress import log_step
 from ._provenance import provenance
 from ._validation import ParameterError, check_choice, check_int, unknown_name
 from .data import ImageSet
@@ -193,9 +195,13 @@ def evaluate(audit: Audit, method: str, given: Mapping[str, Any], images: ImageS
     images = images.to(audit.device)
     preflight(metric, images)
     options, fitted = fit_method(audit, method, given, fit_n=fit_n, seed=seed)
+    start = time.perf_counter()
     maps = attribution.attribute(method, audit.model, images.x, images.y if target == "label" else "predicted",
                                  seed=seed, **options)
+    log_step(f"{caller}: {method} maps of {len(images)} images of {audit.run.name} computed", time.perf_counter() - start)
+    start = time.perf_counter()
     result = metric(images, maps, quiet)
+    log_step(f"{caller}: {caller.rsplit(' ', 1)[-1]} of {method} finished", time.perf_counter() - start)
     return Evaluated(result, method_settings(method, given, fitted, target, fit_n, len(images)))
 
 

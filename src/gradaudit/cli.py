@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,6 +35,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain click help: rich cut long defaults to '…' and showed flags as <bool>
 )
 
 # Shared options, declared once.
@@ -42,7 +45,7 @@ DataRoot = Annotated[
 ]
 Device = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the run.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars and no log lines on stderr.")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON to stdout.")]
 
 
@@ -165,6 +168,7 @@ def robustness(
     data_root: DataRoot = None,
     device: Device = "cpu",
     seed: Seed = 0,
+    quiet: Quiet = False,
     as_json: Json = False,
 ) -> None:
     """Robust accuracy of a trained run under PGD at several radii; saved as robustness.json."""
@@ -179,8 +183,21 @@ def robustness(
     test = data_mod.load(info["data"]["name"], "test", root=data_root, seed=seed)
     if n is not None:
         test = test.subset(slice(0, n))
-    accs = robust_accuracy(net, test.x.to(dev), test.y.to(dev), norm=norm, eps=radii, steps=steps,
-                           restarts=restarts, bounds=test.bounds, seed=seed)
+    from ._progress import log_step, progress
+    from ._validation import check_float
+
+    for r in radii:  # every radius before the first attack
+        check_float(r, "eps", "robust_accuracy", 0.0)
+    accs: dict[float, float] = {}
+    x, y = test.x.to(dev), test.y.to(dev)
+    with progress(quiet) as bar:
+        task = bar.add_task(f"PGD-{steps} ({norm}) on {run.name}", total=len(radii))
+        for r in radii:  # each radius has its own seeded generator: one call per radius gives the same numbers
+            start = time.perf_counter()
+            accs.update(robust_accuracy(net, x, y, norm=norm, eps=[r], steps=steps, restarts=restarts,
+                                        bounds=test.bounds, seed=seed))
+            log_step(f"robustness of {run.name}: eps {r:g} accuracy {accs[r]:.4f}", time.perf_counter() - start)
+            bar.advance(task)
     table = {"norm": norm, "steps": steps, "restarts": restarts, "n": len(test),
              "accuracy": {str(k): v for k, v in accs.items()}, "seed": seed, **provenance()}
     write_json(run / "robustness.json", table)
@@ -239,7 +256,8 @@ def attribute(
     n: Annotated[int, typer.Option(help="Attribute the first n test images.")] = 16,
     target: Annotated[str, typer.Option(help="label (the true class) or predicted.")] = "label",
     option: Annotated[
-        list[str] | None, typer.Option("--option", "-o", help="A method option name=value (repeatable).")
+        list[str] | None, typer.Option("--option", "-o", metavar="NAME=VALUE",
+                                       help="A method option name=value (repeatable).")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Figure of inputs and maps (.png, .pdf or .svg).")] = None,
     save: Annotated[Path | None, typer.Option(help="Save x, target and maps (.safetensors).")] = None,
@@ -248,6 +266,7 @@ def attribute(
     seed: Seed = 0,
     data_root: DataRoot = None,
     device: Device = "cpu",
+    quiet: Quiet = False,  # (no bars here; -q silences the log lines, see main)
     as_json: Json = False,
 ) -> None:
     """Attribute a trained run's predictions on its test images; draw the grid and/or save the maps."""
@@ -265,6 +284,8 @@ def attribute(
     check_int(fit_n, "fit_n", "gradaudit attribute", 1)
     if out is None and save is None:
         raise ParameterError("Nothing to write: give --out FIGURE.png and/or --save MAPS.safetensors.")
+    if out is not None and out.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise ParameterError(f"--out must end in .png, .pdf or .svg (the figure's format). Got {str(out)!r}.")
     dev = _device(device)
     from .user_model import user_audit
 
@@ -314,7 +335,8 @@ Method = Annotated[str, typer.Option("--method", help="Attribution method (see `
 Target = Annotated[str, typer.Option("--target", help="Attribute the label (the true class) or the predicted class.")]
 MethodOption = Annotated[
     list[str] | None,
-    typer.Option("--option", "-o", help="A method option name=value, value read as YAML (repeatable)."),
+    typer.Option("--option", "-o", metavar="NAME=VALUE", help="A method option name=value, value read as YAML "
+                 "(repeatable)."),
 ]
 FitN = Annotated[int, typer.Option("--fit-n", help="Training images to fit patterns / references / means from.")]
 
@@ -527,7 +549,7 @@ def leakage_cmd(
 def run_cmd(
     study: Annotated[str | None, typer.Argument(help="Study name; none runs the main job (synthetic + blockmnist).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML file overriding the study's defaults.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override one key, e.g. --set seed=1 (repeatable).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override one key, e.g. --set seed=1 (repeatable).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Small settings that run in minutes on a laptop CPU.")] = False,
     methods: Annotated[str | None, typer.Option(help="Comma list of attribution methods (zoo); "
                                                       "same as --set methods=[a,b].")] = None,
@@ -573,6 +595,41 @@ def report_cmd(
     typer.echo(f"report: {render_report(folder)}")
 
 
+_LIBRARY_PARAMETER = re.compile(r"^The '(\w+)' (?:parameter|argument) of (\S+) (must .*)$", re.S)
+
+
+def _options(argv: list[str]) -> set[str]:
+    """The option names (--eps, -o, ...) of the command ``argv`` invokes (empty if none)."""
+    command: Any = typer.main.get_command(app)
+    for word in argv:
+        sub = getattr(command, "commands", {}).get(word)
+        if sub is None:
+            break
+        command = sub
+    return {o for p in getattr(command, "params", []) for o in (*getattr(p, "opts", ()), *getattr(p, "secondary_opts", ()))}
+
+
+def in_user_words(msg: str, argv: list[str]) -> str:
+    """A library message in the words of the command line: "The 'eps' parameter of
+    robust_accuracy must ..." becomes "--eps must ..." when the command has --eps, and a
+    method option's check names ``-o NAME``; a corrupt-file hint that only the Python API
+    can follow is left out."""
+    from .data.download import VERIFY_HINT
+
+    msg = msg.replace(VERIFY_HINT, "")
+    m = _LIBRARY_PARAMETER.match(msg)
+    if m is None:
+        return msg
+    name, caller, rest = m.groups()
+    options = _options(argv)
+    flag = "--" + name.replace("_", "-")
+    if flag in options:
+        return f"{flag} {rest}"
+    if caller.startswith("attribute(") and "--option" in options:
+        return f"-o {name}=VALUE: {caller.removeprefix('attribute(').rstrip(')')} option {name!r} {rest}"
+    return msg
+
+
 def main() -> None:
     """Entry point: run the app, mapping user errors to one line and exit status 2."""
     # Idle OpenMP threads sleep instead of spinning: on a shared or oversubscribed CPU,
@@ -583,13 +640,17 @@ def main() -> None:
     debug = "--debug" in sys.argv or os.environ.get("GRADAUDIT_DEBUG") == "1"
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
+    from ._progress import configure_log, reset_log
+
+    # one line per finished step on stderr (so a log file of a background run shows progress)
+    configure_log(quiet=any(a in ("-q", "--quiet") for a in sys.argv[1:]))
     try:
         app(standalone_mode=False)
     except (GradauditError, ValidationError) as err:
         if debug:
             raise
         msg = format_validation_error(err) if isinstance(err, ValidationError) else str(err)
-        typer.echo(f"error: {msg}", err=True)
+        typer.echo(f"error: {in_user_words(msg, sys.argv[1:])}", err=True)
         sys.exit(2)
     except typer.Abort:
         typer.echo("aborted", err=True)
@@ -600,6 +661,8 @@ def main() -> None:
             raise
         show()
         sys.exit(getattr(err, "exit_code", 2) or 2)
+    finally:
+        reset_log()  # (for callers that run main() in their own process, e.g. tests)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def test_fitted_method_and_predicted_target(capsys, run_dir, mnist_root, tmp_pat
         (["--method", "igg"], "Unknown attribution method: 'igg'. Did you mean 'ig'?"),
         (["--method", "ig", "-o", "n_steps"], "--option must be name=value"),
         (["--method", "ig", "-o", "n_step=3"], "Unknown option of attribute('ig'): 'n_step'. Did you mean 'n_steps'?"),
-        (["--method", "ig", "--target", "truth"], "The 'target' parameter of gradaudit attribute must be one of"),
+        (["--method", "ig", "--target", "truth"], "--target must be one of"),
     ],
 )
 def test_user_errors_are_one_line(capsys, run_dir, mnist_root, tmp_path, args, message):

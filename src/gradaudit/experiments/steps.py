@@ -243,7 +243,8 @@ def attribution_maps(
         save_tensors(job.path / MAPS, {"maps": maps})
         return {"seconds": round(seconds, 3), "shape": list(maps.shape)}
 
-    summary = ctx.store.run("maps", job_config, compute, name=f"{method}-{split_config.get('split', 'x')}")
+    name = f"{method}-{split_config.get('split', 'x')}-{trained.path.name.rsplit('-', 1)[0]}"  # which model's maps
+    summary = ctx.store.run("maps", job_config, compute, name=name)
     job = ctx.store.job("maps", job_config)
     return Maps(load_tensors(job.path / MAPS)["maps"], float(summary["seconds"]), job.hash)
 

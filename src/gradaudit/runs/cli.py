@@ -18,7 +18,7 @@ import typer
 __all__ = ["runs_app"]
 
 runs_app = typer.Typer(help="List, inspect and clean the run store (one folder per job).",
-                       no_args_is_help=True)
+                       no_args_is_help=True, rich_markup_mode=None)
 
 Root = Annotated[Path, typer.Option("--root", envvar="GRADAUDIT_RUNS",
                                     help="The run store's folder.")]

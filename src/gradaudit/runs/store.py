@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._progress import log_step
 from .._provenance import provenance
 from .._validation import DataError, GradauditError, ParameterError, ParameterTypeError
 from .hashing import HASH_LENGTH, canonical, config_hash
@@ -273,6 +274,7 @@ class RunStore:
         """
         job = self.job(kind, config, name)
         if job.done:
+            log_step(f"{kind} {job.name}: already done ({job.path})")
             return job.result()
         with job.lock(wait=wait):
             return self._run_locked(job, fn)
@@ -280,13 +282,17 @@ class RunStore:
     def _run_locked(self, job: Job, fn: Callable[[Job], Any]) -> Any:
         if job.done:  # finished by another process while we waited
             return job.result()
+        if (job.path / CONFIG).exists() and any(p.name not in (CONFIG, LOCK_NAME) for p in job.path.iterdir()):
+            log_step(f"{job.kind} {job.name}: resuming from {job.path}")
         start = time.perf_counter()
         try:
             result = fn(job)
         except Exception as err:
             job.record_error(err)
             raise
-        job.finish(result, wall_s=round(time.perf_counter() - start, 3))
+        wall = time.perf_counter() - start
+        job.finish(result, wall_s=round(wall, 3))
+        log_step(f"{job.kind} {job.name}: done", wall)
         return job.result()
 
     def task(self, kind: str, name: str | None = None) -> Callable[[Callable[[Job], Any]], Callable[[Any], Any]]:

@@ -35,7 +35,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from .._io import read_json, write_json
-from .._progress import progress
+from .._progress import log_step, progress, show_progress
 from .._provenance import provenance
 from .._validation import DataError, ParameterError, ParameterTypeError
 from ..data.imageset import ImageSet, as_imageset
@@ -237,15 +237,20 @@ def fit(
     gens = {"cpu": torch.Generator().manual_seed(recipe.seed),
             "device": torch.Generator(device=device).manual_seed(recipe.seed + 1)}
     start, history = _resume(out_dir, ident, model, optimizer, gens)
+    what = _what(model, spec, out_dir)
+    if start and not quiet:
+        log_step(f"{what}: resuming from {out_dir / CHECKPOINT} at epoch {start + 1}/{recipe.epochs}")
 
     t0 = time.perf_counter()
     with progress(quiet) as bar:
-        epochs = bar.add_task("epochs", total=recipe.epochs, completed=start)
+        epochs = bar.add_task(f"training {what}", total=recipe.epochs, completed=start)
         for epoch in range(start, recipe.epochs):
             entry = _train_epoch(model, data, recipe, optimizer, gens, epoch, device, bar)
             if val is not None:
                 entry["val_acc"] = accuracy(model, val.x, val.y, device=device)
             history.append(entry)
+            if not quiet and not show_progress(quiet):  # no bar: a line per epoch for the log
+                log_step(f"{what}: epoch {epoch + 1}/{recipe.epochs}, " + _epoch_summary(entry), entry.get("seconds"))
             if out_dir is not None:
                 save_checkpoint(out_dir / CHECKPOINT, model, optimizer, gens,
                                 {**ident, "epoch": epoch + 1, "history": history, **provenance()})
@@ -265,6 +270,17 @@ def _resident(data: ImageSet, device: torch.device) -> ImageSet:
         return data
     return ImageSet(to_device(data.x, device), to_device(data.y, device), dict(data.meta),
                     {k: to_device(v, device) for k, v in data.per_image.items()})
+
+
+def _what(model: nn.Module, spec: dict[str, Any] | None, out: Path | None) -> str:
+    """Names the model in bars and log lines: its architecture and its run directory."""
+    arch = str(spec.get("name")) if spec and spec.get("name") else type(model).__name__
+    return f"{arch} in {out}" if out is not None else arch
+
+
+def _epoch_summary(entry: dict[str, float]) -> str:
+    shown = (("train_loss", "loss"), ("train_acc", "train acc"), ("val_acc", "val acc"))
+    return ", ".join(f"{label} {entry[key]:.4f}" for key, label in shown if key in entry)
 
 
 def _resume(out: Path | None, ident: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
