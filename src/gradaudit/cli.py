@@ -595,7 +595,7 @@ def report_cmd(
     typer.echo(f"report: {render_report(folder)}")
 
 
-_LIBRARY_PARAMETER = re.compile(r"^The '(\w+)' (?:parameter|argument) of (\S+) (must .*)$", re.S)
+_LIBRARY_PARAMETER = re.compile(r"^The '(\w+)' (?:parameter|argument) of (.+?) (must .*)$", re.S)
 
 
 def _options(argv: list[str]) -> set[str]:
@@ -626,7 +626,7 @@ def in_user_words(msg: str, argv: list[str]) -> str:
     if flag in options:
         return f"{flag} {rest}"
     if caller.startswith("attribute(") and "--option" in options:
-        return f"-o {name}=VALUE: {caller.removeprefix('attribute(').rstrip(')')} option {name!r} {rest}"
+        return f"-o {name} {rest}"
     return msg
 
 
