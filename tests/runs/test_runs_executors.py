@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import time
@@ -13,23 +12,6 @@ import torch
 
 from gradaudit import GradauditError, ParameterError
 from gradaudit.runs import InProcessExecutor, RayExecutor, RunStore, make_executor
-
-HELPER = Path(__file__).with_name("runs_jobs.py")
-
-
-def _jobs():
-    spec = importlib.util.spec_from_file_location("gradaudit_test_runs_jobs_exec", HELPER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_in_process_map_keeps_order_and_stops_at_first_error() -> None:
@@ -61,8 +43,7 @@ class CountingExecutor:
         return [fn(item) for item in reversed(items)][::-1]
 
 
-def test_store_map_runs_unique_jobs_on_the_executor(tmp_path: Path) -> None:
-    jobs = _jobs()
+def test_store_map_runs_unique_jobs_on_the_executor(jobs, tmp_path: Path) -> None:
     ex = CountingExecutor()
     configs = [{"seed": 1, "n": 8}, {"seed": 2, "n": 8}, {"seed": 1, "n": 8}]
     out = RunStore(tmp_path).map("draw", configs, jobs.seeded_job, executor=ex)
@@ -85,18 +66,17 @@ def test_make_executor() -> None:
         RayExecutor(cpus_per_job=0)
 
 
-def test_ray_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_ray_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, jobs, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(GradauditError, match=r"pip install 'gradaudit\[ray\]'"):
-        RunStore(tmp_path).map("draw", [{"seed": 1, "n": 2}], _jobs().seeded_job,
+        RunStore(tmp_path).map("draw", [{"seed": 1, "n": 2}], jobs.seeded_job,
                                executor=RayExecutor())
     assert not tmp_path.joinpath("draw").exists() or not any(tmp_path.joinpath("draw").iterdir())
 
 
 @pytest.mark.slow
-def test_ray_matches_in_process(tmp_path: Path, one_thread) -> None:
+def test_ray_matches_in_process(jobs, tmp_path: Path, one_thread) -> None:
     ray = pytest.importorskip("ray")
-    jobs = _jobs()
     draws = [{"seed": 1, "n": 16}, {"seed": 2, "n": 16}]
     local = RunStore(tmp_path / "local")
     expected_draws = local.map("draw", draws, jobs.seeded_job)

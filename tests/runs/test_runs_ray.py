@@ -6,7 +6,6 @@ node can host are refused at once; a missing Ray or an unreachable cluster is on
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import os
 import signal
@@ -16,33 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import torch
 
 import raycluster
 from gradaudit import GradauditError
 from gradaudit.runs import RayExecutor, RunStore
 
 from clirun import run_cli
-
-HELPER = Path(__file__).with_name("runs_jobs.py")
-
-
-def _jobs():
-    # loaded by path, not imported by name: Ray pickles its functions by value to the workers
-    spec = importlib.util.spec_from_file_location("gradaudit_test_runs_jobs_ray", HELPER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def one_thread():
-    """As a Ray task with 1 CPU runs: the toy training is then bit-equal to the workers'."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # --- before any cluster is up: the executor must not find a Ray running -------------------
 
@@ -96,10 +74,9 @@ def _node_ids(ray) -> set[str]:
 
 
 @pytest.mark.slow
-def test_jobs_spread_over_two_nodes_give_in_process_results(cluster, tmp_path: Path) -> None:
+def test_jobs_spread_over_two_nodes_give_in_process_results(cluster, jobs, tmp_path: Path) -> None:
     import ray
 
-    jobs = _jobs()
     configs = [{"seed": s, "n": 16, "sleep": 0.5} for s in range(4)]
     expected = RunStore(tmp_path / "local").map("draw", configs, jobs.seeded_job)
     store = RunStore(tmp_path / "shared")
@@ -134,9 +111,8 @@ def _kill_when_paused(root: Path, future) -> int:
 
 
 @pytest.mark.slow
-def test_killed_worker_leaves_store_consistent_and_rerun_resumes(cluster, tmp_path: Path,
+def test_killed_worker_leaves_store_consistent_and_rerun_resumes(cluster, jobs, tmp_path: Path,
                                                                   one_thread) -> None:
-    jobs = _jobs()
     clean = RunStore(tmp_path / "clean").run("model", jobs.CONFIG, jobs.train_job, name="toy")
     # a job that pauses after epoch 3 of 6 (it has checkpointed epochs 0-2) until killed
     pausing = functools.partial(jobs.train_job, pause_after=3)
@@ -174,8 +150,7 @@ def test_killed_worker_leaves_store_consistent_and_rerun_resumes(cluster, tmp_pa
 
 
 @pytest.mark.slow
-def test_jobs_no_node_can_host_are_refused_at_once(cluster, tmp_path: Path) -> None:
-    jobs = _jobs()
+def test_jobs_no_node_can_host_are_refused_at_once(cluster, jobs, tmp_path: Path) -> None:
     store = RunStore(tmp_path)
     t0 = time.perf_counter()
     with pytest.raises(GradauditError, match=r"Each job asks for 1 GPU\(s\), but no node of the Ray "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -11,19 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from gradaudit._io import load_tensors
 from gradaudit.runs import RunStore
 
 HELPER = Path(__file__).with_name("runs_jobs.py")
-
-
-def _jobs():
-    spec = importlib.util.spec_from_file_location("gradaudit_test_runs_jobs", HELPER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -37,18 +28,8 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models train ~20x faster on one thread when the 2 cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.slow
-def test_kill9_job_resumes_and_matches_uninterrupted_run(tmp_path: Path, one_thread) -> None:
-    jobs = _jobs()
+def test_kill9_job_resumes_and_matches_uninterrupted_run(jobs, tmp_path: Path, one_thread) -> None:
     killed_root, clean_root = tmp_path / "killed", tmp_path / "clean"
     proc = subprocess.Popen([sys.executable, str(HELPER), str(killed_root), "3"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
