@@ -9,7 +9,11 @@ Examples:
     gradaudit leakage --run runs/blockmnist --method pattern-attribution --ks 2.5,5,10
 
 User errors print one line on stderr and exit with status 2 (``--debug`` shows the
-traceback). Results go to stdout (``--json`` for scripts); progress bars go to stderr.
+traceback); library messages name the command's options (``--eps``, ``-o n_steps``).
+Results go to stdout (``--json`` for scripts). Progress goes to stderr: bars on a terminal,
+and everywhere one time-stamped line per finished step (model trained, maps computed, curve
+finished, epoch, job resumed), so the log of a background run (``2> log``) shows progress;
+``-q`` turns both off.
 """
 
 from __future__ import annotations
