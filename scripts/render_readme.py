@@ -13,7 +13,8 @@ Usage::
     python scripts/render_readme.py                      # rewrite README.md from docs/results/*.json
     python scripts/render_readme.py --check              # exit 1 if README.md is out of date
     python scripts/render_readme.py --import runs/main --note "quiet machine"
-        # copy runs/main/results.json (+ synthetic/, blockmnist/) into docs/results/, then render
+        # copy runs/main/results.json (+ synthetic/, blockmnist/) into docs/results/ and the
+        # figures the README shows into docs/figures/, then render
 
 ``tests/test_readme_numbers.py`` re-renders in memory and fails when the README and the
 files disagree, and checks that every number in a rendered block is a value of the files.
@@ -244,6 +245,23 @@ def import_run(run: Path, note: str | None, folder: Path = RESULTS) -> None:
         shutil.move(tmp, folder / f"{part}.json")
 
 
+FIGURES = {  # docs/figures/<name> <- the run's figure (PNG) that the README shows
+    "synthetic-fig5.png": "synthetic/figures/*the-paper-s-fig-5*.png",
+    "blockmnist-gradients.png": "blockmnist/figures/fig01-blockmnist-*.png",
+}
+
+
+def import_figures(run: Path, folder: Path = ROOT / "docs" / "figures") -> list[str]:
+    """Copy the run's figures that the README shows into docs/figures; returns what was copied."""
+    copied = []
+    for name, pattern in FIGURES.items():
+        found = sorted(run.glob(pattern))
+        if found:
+            shutil.copyfile(found[0], folder / name)
+            copied.append(name)
+    return copied
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="exit 1 if README.md is not what the files render")
@@ -252,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.run is not None:
         import_run(args.run, args.note)
+        print(f"copied results of {args.run} into {RESULTS.relative_to(ROOT)}; figures: "
+              f"{', '.join(import_figures(args.run)) or 'none found'}")
     text = README.read_text(encoding="utf-8")
     new = render(text, load_results())
     if args.check:

@@ -35,7 +35,7 @@ class _Tables(HTMLParser):
             self.tables[-1]["rows"].append([])
         elif tag in ("th", "td") and self.tables:
             self._cell = []
-            self.tables[-1]["rows"][-1].append({"tag": tag, "text": self._cell})
+            self.tables[-1]["rows"][-1].append({"tag": tag, "text": self._cell, "class": a.get("class") or ""})
 
     def handle_endtag(self, tag):
         if tag == "style":
@@ -62,19 +62,26 @@ def _px(value: str, root_px: float) -> float:
     return float(m.group(1)) * (1 if m.group(2) == "px" else root_px)
 
 
-def layout(css: str, window_px: int) -> dict[str, float]:
-    """Font size, cell padding and content width (px) that the report's CSS gives at ``window_px``."""
+def _has_rule(css: str, selector: str) -> bool:
+    return re.search(r"(?:^|})\s*" + re.escape(selector) + r"\{", css) is not None
+
+
+def layout(css: str, window_px: int, dense: bool = False) -> dict[str, float]:
+    """Font size, cell padding and content width (px) that the report's CSS gives at
+    ``window_px`` (for a table of class "dense" with ``dense``), and which cells may break
+    inside a word (``overflow-wrap:anywhere``: their min-content is one glyph)."""
     root = float(re.search(r"font:(\d+)px", _rule(css, "body")).group(1))
     main = _rule(css, "main")
     max_w = _px(re.search(r"max-width:([^;]+)", main).group(1), root)
     pad = [_px(v, root) for v in re.search(r"padding:([^;]+)", main).group(1).split()]
     side = pad[1] if len(pad) > 1 else pad[0]
-    table = _rule(css, "table")
+    table = _rule(css, "table.dense" if dense else "table")
     font = _px(re.search(r"font-size:([^;]+)", table).group(1), root)
-    cell = _rule(css, "th,td")
+    cell = _rule(css, "table.dense th,table.dense td" if dense else "th,td")
     cpad = [_px(v, root) for v in re.search(r"padding:([^;]+)", cell).group(1).split()]
+    anywhere = _has_rule(css, "th,td:not(.num)") and "anywhere" in _rule(css, "th,td:not(.num)")
     return {"font": font, "cell_pad": 2 * (cpad[1] if len(cpad) > 1 else cpad[0]),
-            "content": min(window_px, max_w) - 2 * side}
+            "content": min(window_px, max_w) - 2 * side, "break_text": anywhere}
 
 
 def tables_and_css(html: str) -> tuple[list[dict], str]:
@@ -91,6 +98,8 @@ def min_content_px(table: dict, geo: dict[str, float]) -> float:
         for i, cell in enumerate(row):
             words = "".join(cell["text"]).split() or [""]
             longest = max(len(w) for w in words)
+            if geo["break_text"] and (cell["tag"] == "th" or "num" not in cell["class"].split()):
+                longest = min(longest, 1)  # text may break anywhere; numbers never do
             if cell["tag"] == "th":
                 w = longest * HEADER_GLYPH_EM * geo["font"] + (SORT_ARROW_EM * geo["font"] if sortable else 0)
             else:
@@ -106,9 +115,9 @@ def overflowing_tables(html: str, window_px: int = 1280) -> list[str]:
     no_wrap = [sel for sel in ("th,td", "thead th", "td.num") if "nowrap" in _rule(css, sel)]
     assert not no_wrap, f"cells must be allowed to wrap; white-space:nowrap in {no_wrap}"
     assert "width:100%" in _rule(css, "table"), "tables must take the page width and wrap their cells"
-    geo = layout(css, window_px)
     bad = []
     for t in tables:
+        geo = layout(css, window_px, dense="dense" in t["class"].split())
         need = min_content_px(t, geo)
         if need > geo["content"]:
             head = [" ".join("".join(c["text"]).split()) for c in (t["rows"][0] if t["rows"] else [])][:4]

@@ -386,10 +386,16 @@ def test_key_tables_show_every_column_at_1280px():
 def test_table_fit_check_catches_a_table_too_wide_for_the_page():
     from tablefit import overflowing_tables
 
-    r = Report("Wide")
-    r.table([{f"column {i}": (0.12345, 0.01234) for i in range(14)}], caption="Fourteen mean ± std columns.",
-            formats={f"column {i}": "{:.5f}" for i in range(14)})
+    r = Report("Wide")  # numbers never break inside, so 24 columns of them cannot fit
+    r.table([{f"column {i}": (0.12345, 0.01234) for i in range(24)}], caption="24 mean ± std columns.",
+            formats={f"column {i}": "{:.5f}" for i in range(24)})
     assert len(overflowing_tables(r.to_html(), 1280)) == 1
+    leaderboard = Report("Leaderboard")  # >8 columns: the smaller "dense" style; long text may break
+    metrics = [f"metric_{i}" for i in range(8)]
+    leaderboard.table([{"dataset": "blockmnist-top", "method": "pattern-attribution", **dict.fromkeys(metrics, 0.4481),
+                        "note": "n/a: PatternAttribution needs a Linear/Conv/ReLU/MaxPool net"}], caption="Cells.")
+    html = leaderboard.to_html()
+    assert 'class="sortable dense"' in html and overflowing_tables(html, 1280) == []
     narrow = Report("Narrow")
     narrow.table([{"a": 1.0, "b": 2.0}], caption="Two columns.")
     assert overflowing_tables(narrow.to_html(), 1280) == []

@@ -164,6 +164,9 @@ def _best(
     return best
 
 
+DENSE_COLUMNS = 8  # wider tables get a smaller font and padding (class "dense") to fit the page
+
+
 def table_html(
     rows: Sequence[Mapping[str, Any]],
     columns: Sequence[str],
@@ -199,7 +202,8 @@ def table_html(
             cls = f' class="{" ".join(classes)}"' if classes else ""
             cells.append(f'<td{cls} data-sort="{escape(key)}">{escape(text)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
-    kind = ' class="sortable"' if sortable else ""
+    classes = (["sortable"] if sortable else []) + (["dense"] if len(columns) > DENSE_COLUMNS else [])
+    kind = f' class="{" ".join(classes)}"' if classes else ""
     hint = " Click a column header to sort." if sortable else ""
     return (
         f'<div class="table-wrap"><table{kind}><caption>{inline(caption)}'
@@ -234,9 +238,12 @@ caption{caption-side:top;margin:0 0 .4rem}
 .files a{color:var(--accent)}
 .table-wrap{overflow-x:auto;margin:1rem 0 1.4rem}
 table{border-collapse:collapse;font-size:.9rem;font-variant-numeric:tabular-nums;width:100%;table-layout:auto}
-th,td{padding:.3rem .65rem;border-bottom:1px solid var(--line);text-align:left;vertical-align:top;overflow-wrap:break-word;word-wrap:break-word;hyphens:auto}
+th,td{padding:.3rem .65rem;border-bottom:1px solid var(--line);text-align:left;vertical-align:top;overflow-wrap:break-word;word-wrap:break-word}
+th,td:not(.num){overflow-wrap:anywhere}
 thead th{background:var(--soft);border-bottom:2px solid var(--line);vertical-align:bottom}
 td.num{text-align:right}
+table.dense{font-size:.8rem}
+table.dense th,table.dense td{padding:.25rem .4rem}
 tbody tr:nth-child(even){background:#fbfcfd}
 td.best{font-weight:650;background:#e7f5ef}
 table.sortable th{cursor:pointer;user-select:none}
