@@ -60,6 +60,44 @@ def test_bad_ray_address_is_a_clear_error() -> None:
         pass
 
 
+class FakeRay:
+    """Stands in for the ray module: a local Ray of one node with 2 CPUs, no GPU."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.up = False
+
+    def is_initialized(self) -> bool:
+        return self.up
+
+    def init(self, address=None, **options) -> None:
+        self.calls.append(f"init {address} {options.get('num_cpus')}")
+        self.up = True
+
+    def nodes(self) -> list[dict]:
+        return [{"Alive": True, "Resources": {"CPU": 2.0}}, {"Alive": False, "Resources": {"GPU": 8.0}}]
+
+    def shutdown(self) -> None:
+        self.calls.append("shutdown")
+        self.up = False
+
+
+def test_a_ray_started_for_jobs_it_cannot_host_is_shut_down(monkeypatch) -> None:
+    fake = FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # the dead node's GPUs do not count
+    with pytest.raises(GradauditError, match=r"asks for 1 GPU\(s\).*\(1 node\(s\), 0 GPU\(s\) in all"), \
+            RayExecutor(num_cpus=2, gpus_per_job=1):
+        pass
+    assert fake.calls == ["init None 2", "shutdown"]
+    fake.calls.clear()
+    with RayExecutor(num_cpus=2, cpus_per_job=2) as ex:  # fits: kept until the block ends
+        assert fake.calls == ["init None 2"]
+        assert ex.map(str, []) == []
+    assert fake.calls == ["init None 2", "shutdown"]
+
+
 # --- on a local two-node cluster (1 CPU each, no GPU), shared by the tests below -----------
 
 

@@ -181,7 +181,11 @@ class RayExecutor:
                                      f"({origin}): {err}") from None
             self._started = True
         if self.check_resources:
-            self._check_fits(ray)
+            try:
+                self._check_fits(ray)
+            except GradauditError:
+                self.close()  # a Ray started here for nothing does not outlive the error
+                raise
         return ray
 
     def _check_fits(self, ray: Any) -> None:
