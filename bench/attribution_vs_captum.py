@@ -14,7 +14,10 @@ set as shown in the ``captum settings`` column; gradaudit runs with its defaults
 
 Usage:
     python bench/attribution_vs_captum.py [--repeats 5] [--threads 1] [--models mlp,cnn]
-        [--methods grad,ig,...] [--device cpu]
+        [--methods grad,ig,...] [--device cpu] [--small]
+
+``--small`` (4 images, 16 references, one untimed-loop round) checks that the script still
+runs and agrees with Captum; its timings are not a measurement.
 """
 
 from __future__ import annotations
@@ -126,16 +129,16 @@ def cases(refs: torch.Tensor) -> list[Case]:
     ]
 
 
-def images() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """256 MNIST test images and 1000 reference images (the data root, else the test slice)."""
+def images(n: int = N_IMAGES, n_refs: int = 1000) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """n MNIST test images and n_refs reference images (the data root, else the test slice)."""
     try:
         test = data.load("mnist", "test")
-        return test.x[:N_IMAGES], test.y[:N_IMAGES], test.x[N_IMAGES : N_IMAGES + 1000]
+        return test.x[:n], test.y[:n], test.x[n : n + n_refs]
     except Exception:  # no data root: the committed 300-image slice
         path = os.path.join(os.path.dirname(__file__), "..", "tests", "assets", "mnist_fmnist_slice.safetensors")
         t = load_tensors(path)
         x = t["mnist_x"].float() / 255
-        return x[:N_IMAGES], t["mnist_y"][:N_IMAGES], x[N_IMAGES:]
+        return x[:n], t["mnist_y"][:n], x[n : n + n_refs]
 
 
 def timed(fn: Callable[[], torch.Tensor], device: torch.device, loops: int = 1) -> tuple[float, float]:
@@ -150,7 +153,8 @@ def timed(fn: Callable[[], torch.Tensor], device: torch.device, loops: int = 1) 
     return (time.perf_counter() - wall) / loops, (time.process_time() - cpu) / loops
 
 
-def run_case(case: Case, name: str, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> str:
+def run_case(case: Case, name: str, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int,
+             span: float = 0.25) -> str:
     kw = case.cnn_captum if name == "cnn" else {}
     ours = lambda: attribution.attribute(case.method, net, x, y, **case.ours)  # noqa: E731
     theirs = lambda: case.captum(net, x.clone(), y, **kw).detach()  # noqa: E731
@@ -165,7 +169,7 @@ def run_case(case: Case, name: str, net: torch.nn.Module, x: torch.Tensor, y: to
         raise SystemExit(f"{name} {case.method}: gradaudit and Captum disagree (max rel diff {diff:.2e}, "
                          f"{flipped} images over 1e-5)")
     warm = max(timed(ours, x.device)[0], timed(theirs, x.device)[0])
-    loops = max(1, round(0.25 / warm))  # each timing spans ≥ ~0.25 s, so fast cases are not noise
+    loops = max(1, round(span / warm))  # each timing spans ≥ ~0.25 s, so fast cases are not noise
     times: dict[str, list[tuple[float, float]]] = {"ours": [], "captum": []}
     for r in range(repeats):
         order = [("ours", ours), ("captum", theirs)] if r % 2 == 0 else [("captum", theirs), ("ours", ours)]
@@ -186,20 +190,24 @@ def main() -> None:
     parser.add_argument("--models", default="mlp,cnn")
     parser.add_argument("--methods", default=None, help="comma-separated subset of the methods")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--small", action="store_true", help="4 images, one round: checks the script runs")
     args = parser.parse_args()
+    n_images = 4 if args.small else N_IMAGES
+    if args.small:
+        args.repeats = 1
     tune_malloc()
     warnings.filterwarnings("ignore", category=UserWarning, module=r"captum\..*")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    x, y, refs = (t.to(device) for t in images())
+    x, y, refs = (t.to(device) for t in images(n_images, 16 if args.small else 1000))
     rev = git_revision()
     print(f"# attribution vs Captum — device {device} "
           f"({torch.cuda.get_device_name() if device.type == 'cuda' else f'{os.cpu_count()} CPUs'}), "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, captum {captum.__version__}, "
           f"numpy {np.__version__}, gradaudit {str(rev['commit'])[:10]}{'+dirty' if rev['dirty'] else ''}, "
           f"load average {os.getloadavg()[0]:.1f}")
-    print(f"# {N_IMAGES} MNIST images; median of {args.repeats} alternating runs after a warm-up; "
+    print(f"# {len(x)} MNIST images; median of {args.repeats} alternating runs after a warm-up; "
           "ratio = Captum / gradaudit (wall time; CPU: this process's CPU time, less sensitive to other load)")
     print("| model | method | gradaudit (s) | Captum (s) | ratio | CPU ratio | max rel diff (images > 1e-5) | settings |")
     print("|---|---|---|---|---|---|---|---|")
@@ -208,7 +216,7 @@ def main() -> None:
         net = models.build(name, (1, 28, 28), 10, seed=0).to(device).eval()
         for case in cases(refs):
             if wanted is None or case.method in wanted:
-                print(run_case(case, name, net, x, y, args.repeats), flush=True)
+                print(run_case(case, name, net, x, y, args.repeats, 0.0 if args.small else 0.25), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """Pixel perturbation: gradaudit.evaluation.pixel_perturbation against Quantus 0.6.0's
 PixelFlipping in a matching configuration.
 
-Matching configuration: one channel (MNIST), pixels ranked by |input gradient| (Quantus gets
-10 − |a| for LeRF so that its "highest first" order removes the least salient first, and |a|
-for MoRF), a constant 0.5 fill, ``features_in_step = s`` in Quantus and the fractions
-(t + 1)·s / 784 in gradaudit, so both remove exactly the same pixels at every step. Quantus
+Matching configuration: one channel (MNIST), pixels ranked by |input gradient|, a constant
+0.5 fill, ``features_in_step = s`` in Quantus and the fractions (t + 1)·s / 784 in gradaudit,
+so both remove exactly the same pixels at every step. Many |gradient| values tie exactly
+(MNIST's black border; ties also occur on random images), and a tie cut by a step boundary
+is broken by gradaudit's seeded shuffle on one side and by numpy's argsort on the other;
+Quantus therefore gets ``removal_scores`` (H·W − r for the pixel gradaudit removes at step
+r: tie-free, highest first = gradaudit's LeRF or MoRF order), computed outside the timing
+as Quantus's own input is. Quantus
 reports the softmax probability of the label per image and step; the check compares its mean
 with gradaudit's probability curve (max |Δ| ≤ 1e-6), then both sides are timed: one warm-up,
 median of --repeats runs.
@@ -13,7 +17,8 @@ Models: the project's MLP 784-256-256-10 and its small CNN, each trained one sho
 Both sides run the same forward passes (one per step per batch), so the ratio is bounded by
 the model's share of the time: the CNN case shows that bound.
 
-Usage: python bench/perturb_vs_quantus.py [--n 256] [--repeats 5] [--threads 1]
+Usage: python bench/perturb_vs_quantus.py [--n 256] [--repeats 5] [--threads 1] [--small]
+(``--small``: 4 images, 256 training images, 7× larger steps, one timing; a smoke test, not a measurement)
 """
 
 from __future__ import annotations
@@ -30,18 +35,18 @@ import torch
 
 from gradaudit import data, models
 from gradaudit._provenance import git_revision, versions
-from gradaudit.evaluation import pixel_perturbation
+from gradaudit.evaluation.perturbation import pixel_perturbation, removal_scores
 
 
-def load(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str]:
+def load(n: int, n_train: int = 6000) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str]:
     root = os.environ.get("GRADAUDIT_DATA")
     try:
         train, test = data.load("mnist", "train", root=root), data.load("mnist", "test", root=root)
-        return train.x[:6000], train.y[:6000], test.x[:n], test.y[:n], "MNIST"
+        return train.x[:n_train], train.y[:n_train], test.x[:n], test.y[:n], "MNIST"
     except Exception as err:  # no data: random images and labels
         print(f"# MNIST not available ({type(err).__name__}); using random images", file=sys.stderr)
         g = torch.Generator().manual_seed(0)
-        return (torch.rand(6000, 1, 28, 28, generator=g), torch.randint(10, (6000,), generator=g),
+        return (torch.rand(n_train, 1, 28, 28, generator=g), torch.randint(10, (n_train,), generator=g),
                 torch.rand(n, 1, 28, 28, generator=g), torch.randint(10, (n,), generator=g), "random")
 
 
@@ -78,7 +83,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--small", action="store_true", help="4 images, one timing: checks the script runs")
     args = parser.parse_args()
+    if args.small:
+        args.n, args.repeats = 4, 1
     torch.set_num_threads(args.threads)
     import quantus
 
@@ -87,18 +95,19 @@ def main() -> None:
           f"torch threads {args.threads}); load average {os.getloadavg()[0]:.1f}")
     print(f"# torch {v['torch']}, numpy {v['numpy']}, quantus {quantus.__version__}, "
           f"python {v['python']}; git {rev['commit']} (dirty: {rev['dirty']})")
-    x_tr, y_tr, x, y, source = load(args.n)
+    x_tr, y_tr, x, y, source = load(args.n, 256 if args.small else 6000)
     nets = {"mlp": trained("mlp", x_tr, y_tr, hidden=(256, 256)), "cnn": trained("cnn", x_tr, y_tr)}
     print(f"# data: {source}, {args.n} images; pixel scores |input gradient|; fill 0.5")
     print(f"{'case':<18} {'ours [s]':>9} {'quantus [s]':>12} {'ratio':>7}  max |Δ probability|")
-    for model_name, order, step in (("mlp", "lerf", 8), ("mlp", "morf", 8), ("cnn", "lerf", 16)):
+    grow = 7 if args.small else 1  # --small: 14 and 7 steps (the step must divide 784)
+    for model_name, order, step in (("mlp", "lerf", 8 * grow), ("mlp", "morf", 8 * grow),
+                                    ("cnn", "lerf", 16 * grow), ("cnn", "morf", 16 * grow)):
         model = nets[model_name]
         score = gradients(model, x, y).abs()
         fractions = [(t + 1) * step / 784 for t in range(784 // step)]
         metric = quantus.PixelFlipping(features_in_step=step, perturb_baseline=0.5, normalise=False,
                                        abs=False, disable_warnings=True)
-        # float64, so that 10 − |a| keeps the order of small gradients exactly
-        a_q = ((10 - score.double()) if order == "lerf" else score.double()).numpy()
+        a_q = removal_scores(score, order=order).numpy()  # our order, tie-free, highest first
 
         def peer(model=model, metric=metric, a_q=a_q) -> np.ndarray:
             return np.asarray(metric(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=a_q,

@@ -9,7 +9,8 @@ Cases: MoRF alone (Quantus's only order), and MoRF + LeRF (Quantus: two calls, t
 −a; gradaudit: one call). Values are checked first (accuracies equal to 1e-4), then both
 sides are timed: one warm-up, median of --repeats runs.
 
-Usage: python bench/road_vs_quantus.py [--n 128] [--repeats 5] [--threads 1]
+Usage: python bench/road_vs_quantus.py [--n 128] [--repeats 5] [--threads 1] [--small]
+(``--small``: 4 images, 256 training images, one timing; a smoke test, not a measurement)
 """
 
 from __future__ import annotations
@@ -44,22 +45,22 @@ def _quantus_version() -> str:
     return quantus.__version__
 
 
-def setup(n: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
+def setup(n: int, n_train: int = 6000) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
     root = os.environ.get("GRADAUDIT_DATA")
     try:
         train = data.load("mnist", "train", root=root)
         test = data.load("mnist", "test", root=root)
-        x_tr, y_tr, x, y = train.x[:6000], train.y[:6000], test.x[:n], test.y[:n]
+        x_tr, y_tr, x, y = train.x[:n_train], train.y[:n_train], test.x[:n], test.y[:n]
         source = "MNIST"
     except Exception as err:  # no data: random images, labels from a random teacher
         print(f"# MNIST not available ({type(err).__name__}); using random images", file=sys.stderr)
         g = torch.Generator().manual_seed(0)
-        x_tr, x = torch.rand(6000, 1, 28, 28, generator=g), torch.rand(n, 1, 28, 28, generator=g)
-        y_tr, y = torch.randint(10, (6000,), generator=g), torch.randint(10, (n,), generator=g)
+        x_tr, x = torch.rand(n_train, 1, 28, 28, generator=g), torch.rand(n, 1, 28, 28, generator=g)
+        y_tr, y = torch.randint(10, (n_train,), generator=g), torch.randint(10, (n,), generator=g)
         source = "random"
     model = models.build("mlp", input_shape=(1, 28, 28), num_classes=10, hidden=(256, 256), seed=0)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for i in range(0, len(x_tr), 128):  # one epoch on 6000 images
+    for i in range(0, len(x_tr), 128):  # one epoch
         loss = torch.nn.functional.cross_entropy(model(x_tr[i : i + 128]), y_tr[i : i + 128])
         opt.zero_grad()
         loss.backward()
@@ -88,12 +89,15 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--small", action="store_true", help="4 images, one timing: checks the script runs")
     args = parser.parse_args()
+    if args.small:
+        args.n, args.repeats = 4, 1
     torch.set_num_threads(args.threads)
     import quantus
 
     header(args.threads)
-    model, x, y, a = setup(args.n)
+    model, x, y, a = setup(args.n, 256 if args.small else 6000)
     percents = list(range(10, 100, 10))
     fractions = [p / 100 for p in percents]
     xn, yn = x.numpy(), y.numpy()

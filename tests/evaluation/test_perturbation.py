@@ -15,6 +15,8 @@ from gradaudit.evaluation.perturbation import (
     DEFAULT_FRACTIONS,
     degradation,
     pixel_perturbation,
+    removal_order,
+    removal_scores,
 )
 
 
@@ -81,6 +83,52 @@ def test_pixel_perturbation_equals_quantus_pixel_flipping(order: str) -> None:
     ours = pixel_perturbation(model, x, y, a, fractions=fractions, order=order, fill="constant", value=0.5)
     assert ours.counts == tuple((t + 1) * step for t in range(144 // step))
     assert max(abs(o - t) for o, t in zip(ours.curve.probability, theirs.tolist(), strict=True)) < 1e-6
+
+
+@pytest.mark.parametrize("order", ["lerf", "morf"])
+def test_tied_scores_gradaudit_and_quantus_remove_the_same_pixels_at_every_step(order: str) -> None:
+    # Scores with four distinct values over 144 pixels (as |gradient| on a black border):
+    # ~36 pixels share each value, so each 8-pixel step cuts through tied groups.
+    quantus = pytest.importorskip("quantus")
+    g = torch.Generator().manual_seed(3)
+    x = 0.6 + 0.4 * torch.rand(10, 1, 12, 12, generator=g)  # never equal to the 0.5 fill
+    score = torch.randint(4, x.shape, generator=g).float()
+    assert all(len(torch.unique(s)) == 4 for s in score)
+    inner = mlp(144)
+    with torch.no_grad():
+        y = inner(x).argmax(1)
+    step, d = 8, 144
+    fractions = [(t + 1) * step / d for t in range(d // step)]
+    ours_rec = Recorder(inner)
+    ours = pixel_perturbation(ours_rec, x, y, score, fractions=fractions, order=order, seed=5)
+    peer_rec = Recorder(inner).eval()
+    metric = quantus.PixelFlipping(features_in_step=step, perturb_baseline=0.5, normalise=False,
+                                   abs=False, disable_warnings=True)
+    a_q = removal_scores(score, order=order, seed=5)
+    assert all(len(torch.unique(s)) == d for s in a_q)  # tie-free
+    theirs = torch.tensor(metric(model=peer_rec, x_batch=x.numpy(), y_batch=y.numpy(),
+                                 a_batch=a_q.numpy(), device="cpu", batch_size=10)).mean(0)
+    assert len(ours_rec.seen) == len(peer_rec.seen) == d // step
+    sequence = removal_order(score, order=order, seed=5)
+    for t, (mine, peer) in enumerate(zip(ours_rec.seen, peer_rec.seen, strict=True)):
+        removed = (mine == 0.5).flatten(1)
+        assert torch.equal(removed, (peer == 0.5).flatten(1)), f"step {t}"
+        assert removed.sum(1).tolist() == [(t + 1) * step] * 10
+        # the removed pixels are the first (t + 1)·step of the order, which follows the scores
+        assert removed.gather(1, sequence[:, : (t + 1) * step]).all()
+    ranked = score.flatten(1).gather(1, sequence)
+    assert bool((ranked[:, 1:] >= ranked[:, :-1]).all() if order == "lerf" else (ranked[:, 1:] <= ranked[:, :-1]).all())
+    assert max(abs(o - t) for o, t in zip(ours.curve.probability, theirs.tolist(), strict=True)) < 1e-6
+
+
+def test_removal_order_breaks_ties_by_the_seed_only() -> None:
+    score = torch.zeros(2, 1, 6, 6)
+    score[:, :, 2:4, 2:4] = 1.0
+    a, b = removal_order(score, order="morf", seed=1), removal_order(score, order="morf", seed=1)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, removal_order(score, order="morf", seed=2))
+    center = {2 * 6 + 2, 2 * 6 + 3, 3 * 6 + 2, 3 * 6 + 3}
+    assert all(set(row[:4].tolist()) == center for row in a)  # the 4 high scores first
 
 
 def test_default_grid_removes_exactly_k_pixels_the_least_salient_first() -> None:

@@ -32,6 +32,8 @@ __all__ = [
     "PerturbationResult",
     "degradation",
     "pixel_perturbation",
+    "removal_order",
+    "removal_scores",
 ]
 
 DEFAULT_FRACTIONS = tuple(torch.logspace(-2, 0, 25, dtype=torch.float64).tolist())
@@ -169,8 +171,8 @@ def pixel_perturbation(
     """
     fr = _check_pixel_args(x, y, attributions, fractions, order, fill, value, score, seed, batch_size)
     dev = model_device(model, device)
-    positions = rank_scores(_PIXEL_SCORES[score](attributions.detach().double()), seed)
-    d = positions[0].numel()
+    removal = removal_order(attributions, order=order, score=score, seed=seed)
+    d = removal.shape[1]
     counts = tuple(removal_count(m, d) for m in fr)
     n = x.shape[0]
     correct = torch.zeros(len(fr), dtype=torch.float64)
@@ -179,7 +181,7 @@ def pixel_perturbation(
         task = bar.add_task("pixel perturbation", total=-(-n // batch_size))
         for i in range(0, n, batch_size):
             xb, yb = x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)
-            sequence = _removal_sequence(positions[i : i + batch_size].to(dev), order)
+            sequence = removal[i : i + batch_size].to(dev)
             b, c = xb.shape[:2]
             flat = xb.reshape(b, c, d).clone()
             rep = _PIXEL_FILLS[fill](xb, value).to(xb.dtype).expand(b, c, 1, 1).reshape(b, c, 1)
@@ -196,6 +198,40 @@ def pixel_perturbation(
     config = {"fractions": list(fr), "order": order, "fill": fill, "value": value, "score": score,
               "seed": seed, "batch_size": batch_size}
     return PerturbationResult(order, fr, counts, curve, order == "lerf", n, config, provenance())
+
+
+def removal_order(
+    attributions: torch.Tensor, *, order: str = "lerf", score: str = "abs-sum", seed: int = 0
+) -> torch.Tensor:
+    """(N, H·W) int64 pixel indices (row-major) in the order :func:`pixel_perturbation` removes
+    them: by the pixel score, least salient first (LeRF) or most salient first (MoRF).
+
+    Tie rule: pixels of exactly equal score are ordered by the seeded shuffle of
+    :func:`gradaudit.masking.rank_positions` (the same ``seed`` gives the same order), so
+    a tie never depends on the sort algorithm. A peer that sorts the raw scores itself breaks
+    ties its own way; give it :func:`removal_scores` instead to remove the same pixels.
+    """
+    check_choice(order, "order", "removal_order", ORDERS)
+    check_choice(score, "score", "removal_order", tuple(_PIXEL_SCORES))
+    positions = rank_scores(_PIXEL_SCORES[score](attributions.detach().double()), seed)
+    return _removal_sequence(positions, order)
+
+
+def removal_scores(
+    attributions: torch.Tensor, *, order: str = "lerf", score: str = "abs-sum", seed: int = 0
+) -> torch.Tensor:
+    """(N, 1, H, W) float64 tie-free scores whose descending order is :func:`removal_order`:
+    the pixel removed at step r (0-based) scores H·W − r.
+
+    For comparisons with libraries that remove the highest score first (Quantus's
+    ``PixelFlipping``: ``np.argsort(-a)``), so both remove exactly the same pixels even
+    where many attribution scores tie (e.g. the black border of MNIST digits).
+    """
+    seq = removal_order(attributions, order=order, score=score, seed=seed)
+    n, d = seq.shape
+    values = torch.arange(d, 0, -1, dtype=torch.float64).expand(n, d)
+    out = torch.empty((n, d), dtype=torch.float64).scatter_(1, seq.cpu(), values)
+    return out.view(n, 1, *attributions.shape[2:])
 
 
 def _removal_sequence(positions: torch.Tensor, order: str) -> torch.Tensor:
