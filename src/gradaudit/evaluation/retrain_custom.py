@@ -25,7 +25,7 @@ import inspect
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -104,6 +104,15 @@ class CustomRetrainer:
     device: str | torch.device
     quiet: bool
     executor: Any = None
+    _last: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
+
+    def _positions(self, ranking: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``rankings[ranking].at(seed)``, kept for the next job (jobs come grouped by seed and
+        ranking, so the random control is drawn once per seed, not once per arm)."""
+        if (ranking, seed) not in self._last:
+            self._last.clear()
+            self._last[(ranking, seed)] = self.rankings[ranking].at(seed)
+        return self._last[(ranking, seed)]
 
     def _build(self, seed: int) -> nn.Module:
         torch.manual_seed(seed)
@@ -127,7 +136,7 @@ class CustomRetrainer:
     def train_one(self, job: tuple[int, Arm], mean: torch.Tensor | None) -> dict[str, Any]:
         """Build, train and test the retrain of one (seed, arm); its record."""
         seed, arm = job
-        positions = self.rankings[arm.ranking].at(seed)
+        positions = self._positions(arm.ranking, seed)
         x_train = apply_inputs(_inputs(arm, positions[0], self.fill, mean), self.train.x)
         x_test = apply_inputs(_inputs(arm, positions[1], self.fill, mean), self.test.x)
         t0 = time.perf_counter()
