@@ -66,8 +66,13 @@ def when(record: Mapping[str, Any]) -> str:
     return f"{date}, revision `{rev}`{dirty}"
 
 
-def _at(levels: list[float], values: list[float], k: float) -> float:
-    return values[levels.index(k)]
+def _note(record: Mapping[str, Any]) -> str:
+    """The measurement note given at --import, and the machine's load when the file was copied."""
+    copied = record.get("copied", {})
+    load = copied.get("load_average_at_copy")
+    text = f"; {copied['note']}" if copied.get("note") else ""
+    return text + (f" (load average {load[0]:.1f} over the last minute when the results were copied, on "
+                   f"{copied.get('cores', '?')} cores)" if load else "")
 
 
 def _below_one(levels: list[float], values: list[float]) -> float:
@@ -82,11 +87,10 @@ def block_main_timing(res: Mapping[str, Mapping[str, Any]]) -> str:
     parts = main["results"]
     copied = main.get("copied", {})
     machine = f"{copied.get('cores', '?')} cores, {copied.get('cpu', 'unknown CPU')}, no GPU"
-    note = copied.get("note")
     return (f"Measured on {when(main)}, on this machine ({machine}): `gradaudit run --out runs/main` from "
             f"an empty store took **{duration(main['wall_time_s'])}** (`synthetic` "
             f"{duration(parts['synthetic']['wall_time_s'])}, `blockmnist` "
-            f"{duration(parts['blockmnist']['wall_time_s'])})" + (f"; {note}" if note else "") + ".\n")
+            f"{duration(parts['blockmnist']['wall_time_s'])}){_note(main)}.\n")
 
 
 def _robust_text(row: Mapping[str, Any], eps_train: list[float]) -> str:
@@ -100,8 +104,8 @@ def block_synthetic(res: Mapping[str, Mapping[str, Any]]) -> str:
     r, cfg = rec["results"], rec["config"]
     train_eps = sorted({m["recipe"]["eps"] for part in ("v1", "simplified") for m in cfg[part]["models"]
                         if m["recipe"].get("eps")})
-    lines = [f"**Synthetic theory check** (`synthetic`, {duration(rec['wall_time_s'])} on {when(rec)}; simplified "
-             f"BlockMNIST with {cfg['simplified']['blocks']} blocks, the first half task-relevant).",
+    lines = [f"**Synthetic theory check** (`synthetic`, {duration(rec['wall_time_s'])} on {when(rec)}{_note(rec)}; "
+             f"simplified BlockMNIST with {cfg['simplified']['blocks']} blocks, the first half task-relevant).",
              "", "| data | model | test acc. | result |", "|---|---|---|---|"]
     for row in r["v1"]:
         inv = " (feature inversion)" if row["aq"] < 0 else ""
@@ -130,7 +134,8 @@ def block_blockmnist(res: Mapping[str, Mapping[str, Any]]) -> str:
     datasets = cfg["datasets"]
     acc = {m["model"]: m["test_accuracy"] for m in r["models"] if m["dataset"] == datasets[0]}
     head = " | ".join(f"{d}: top-{k:g}% on null | null share of mass" for d in datasets)
-    lines = [f"**BlockMNIST feature leakage** (`blockmnist`, {duration(rec['wall_time_s'])} on {when(rec)}): "
+    lines = [f"**BlockMNIST feature leakage** (`blockmnist`, {duration(rec['wall_time_s'])} on {when(rec)}"
+             f"{_note(rec)}): "
              "every image stacks a 0/1 digit block and a label-independent null block; the null block's share "
              f"of an image's top-{k:g}% |gradient| coordinates (chance: {pct(r['leakage'][0]['null_area_share'])}) "
              "and of the gradient mass.", "",
@@ -170,15 +175,27 @@ def block_blockmnist(res: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def block_studies(res: Mapping[str, Mapping[str, Any]]) -> str:
-    main = res["main"]["results"]
+    def wall(part: str) -> str:
+        return (f"{duration(res[part]['wall_time_s'])} ({when(res[part])})" if part in res
+                else "not measured at this revision")
+
     lines = ["| study | what it reproduces | full default, measured (see above) |", "|---|---|---|"]
     rows = [("synthetic", "paper §5: v1 data (AQ, top-1/bottom-1, robust-accuracy curve, heatmaps), simplified "
-                          "BlockMNIST leakage", duration(main["synthetic"]["wall_time_s"])),
+                          "BlockMNIST leakage", wall("synthetic")),
             ("blockmnist", "paper §4, Fig. 1: null-block leakage on BlockMNIST / BlockMNIST-Top, DiffROAR and ROAD",
-             duration(main["blockmnist"]["wall_time_s"])),
-            ("(main job)", "`synthetic` + `blockmnist` with an index report", duration(res["main"]["wall_time_s"]))]
+             wall("blockmnist")),
+            ("(main job)", "`synthetic` + `blockmnist` with an index report", wall("main"))]
     lines += [f"| `{a}` | {b} | {c} |" if not a.startswith("(") else f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines) + "\n"
+
+
+NEEDS = {"main-timing": ("main",), "synthetic": ("synthetic",), "blockmnist": ("blockmnist",), "studies": ()}
+
+
+def placeholder(missing: list[str]) -> str:
+    files = ", ".join(f"`docs/results/{p}.json`" for p in missing)
+    return (f"_Not measured at this revision: {files} missing. Run `gradaudit run --out runs/main`, then "
+            "`python scripts/render_readme.py --import runs/main`._\n")
 
 
 BLOCKS: dict[str, Callable[[Mapping[str, Mapping[str, Any]]], str]] = {
@@ -192,12 +209,9 @@ BLOCKS: dict[str, Callable[[Mapping[str, Mapping[str, Any]]], str]] = {
 # ---------------------------------------------------------------------------- files
 
 def load_results(folder: Path = RESULTS) -> dict[str, dict[str, Any]]:
-    """docs/results/<part>.json for every part of the main job."""
-    missing = [p for p in PARTS if not (folder / f"{p}.json").is_file()]
-    if missing:
-        raise SystemExit(f"render_readme: {folder} lacks {', '.join(p + '.json' for p in missing)}; copy a run's "
-                         f"results with: python scripts/render_readme.py --import runs/main")
-    return {p: json.loads((folder / f"{p}.json").read_text(encoding="utf-8")) for p in PARTS}
+    """docs/results/<part>.json for the parts of the main job that have one."""
+    return {p: json.loads((folder / f"{p}.json").read_text(encoding="utf-8")) for p in PARTS
+            if (folder / f"{p}.json").is_file()}
 
 
 def render(text: str, results: Mapping[str, Mapping[str, Any]]) -> str:
@@ -206,7 +220,8 @@ def render(text: str, results: Mapping[str, Mapping[str, Any]]) -> str:
         name = m["name"]
         if name not in BLOCKS:
             raise SystemExit(f"render_readme: unknown block <!-- results:{name} -->; known: {', '.join(BLOCKS)}")
-        return m.group(1) + BLOCKS[name](results) + m.group(4)
+        missing = [p for p in NEEDS[name] if p not in results]
+        return m.group(1) + (placeholder(missing) if missing else BLOCKS[name](results)) + m.group(4)
 
     return _BLOCK.sub(sub, text)
 
@@ -230,11 +245,13 @@ def import_run(run: Path, note: str | None, folder: Path = RESULTS) -> None:
     """Copy a main-job run's results.json files into ``folder``, with when and where they were written."""
     sources = {"main": run / "results.json", "synthetic": run / "synthetic" / "results.json",
                "blockmnist": run / "blockmnist" / "results.json"}
-    missing = [str(p) for p in sources.values() if not p.is_file()]
-    if missing:
-        raise SystemExit(f"render_readme: no results at {', '.join(missing)}; run `gradaudit run --out {run}` first")
+    found = {part: src for part, src in sources.items() if src.is_file()}
+    if not found:
+        raise SystemExit(f"render_readme: no results.json under {run}; run `gradaudit run --out {run}` first")
     folder.mkdir(parents=True, exist_ok=True)
-    for part, src in sources.items():
+    for part in sources.keys() - found.keys():  # never mix a new run with an older one's parts
+        (folder / f"{part}.json").unlink(missing_ok=True)
+    for part, src in found.items():
         record = json.loads(src.read_text(encoding="utf-8"))
         written = dt.datetime.fromtimestamp(src.stat().st_mtime, dt.UTC).isoformat(timespec="seconds")
         record["copied"] = {"from": str(src), "results_written": written, "cpu": _cpu_name(),
