@@ -12,11 +12,13 @@ below keeps each forward/backward at most ``max_batch`` rows.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 __all__ = [
     "DEFAULT_MEMORY_MB",
@@ -26,6 +28,7 @@ __all__ = [
 
     "derive_seed",
     "draw_generator",
+    "fast_layout",
     "grid_chunks",
     "rows_for_budget",
 ]
@@ -94,3 +97,36 @@ def derive_seed(seed: int, salt: str) -> int:
     """An independent seed for a sub-step (e.g. the inner method of a smoothing wrapper)."""
     digest = hashlib.sha256(f"{seed}:{salt}".encode()).digest()
     return int.from_bytes(digest[:7], "little")
+
+
+@contextlib.contextmanager
+def fast_layout(model: nn.Module, *, channels_last: bool = True, freeze: bool = True) -> Iterator[None]:
+    """Inside the block, with ``channels_last``, the model's 4-D (convolution) weights on the
+    CPU are stored channels-last, the layout oneDNN's CPU convolutions are fastest in (the
+    MNIST CNN's forward ~2× faster); with ``freeze``, no parameter requires a gradient, so
+    backward passes compute input gradients only (no weight-gradient work). Each parameter's
+    storage and flag are restored on exit, also on error.
+
+    ``freeze`` leaves every value bit for bit as it was; ``channels_last`` changes float
+    rounding (~1e-9 relative), which is harmless for forward-only metrics but can move a
+    ReLU or max-pool input that sits within rounding of a kink to its other side, so the
+    attribution methods (whose maps must match the unbatched gradient) only ``freeze``.
+    """
+    saved: list[tuple[nn.Parameter, torch.Tensor | None, bool]] = []
+    try:
+        for p in model.parameters():
+            data = None
+            if channels_last and p.dim() == 4 and p.device.type == "cpu":
+                # a fresh channels-last copy: with one input channel, a contiguous weight also
+                # passes is_contiguous(channels_last), but oneDNN reads the strides
+                data = p.data
+                p.data = torch.empty_like(data, memory_format=torch.channels_last).copy_(data)
+            saved.append((p, data, p.requires_grad))
+            if freeze:
+                p.requires_grad_(False)
+        yield
+    finally:
+        for p, data, flag in saved:
+            if data is not None:
+                p.data = data
+            p.requires_grad_(flag)

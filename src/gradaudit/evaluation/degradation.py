@@ -14,6 +14,7 @@ from torch import nn
 from .._progress import progress
 from .._provenance import provenance
 from .._validation import ParameterError, check_bool, check_choice, check_int
+from ..attribution._core import fast_layout
 from ..training.attacks import eval_mode
 from ._curves import (
     Curve,
@@ -178,7 +179,7 @@ def degradation(
     n = x.shape[0]
     correct = torch.zeros(len(orders), steps_max + 1, dtype=torch.float64)
     prob = torch.zeros_like(correct)
-    with eval_mode(model), torch.no_grad(), progress(quiet) as bar:
+    with eval_mode(model), fast_layout(model), torch.no_grad(), progress(quiet) as bar:
         task = bar.add_task("degradation", total=-(-n // batch_size))
         for i in range(0, n, batch_size):
             xb, yb = x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)

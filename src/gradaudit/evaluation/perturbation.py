@@ -13,6 +13,7 @@ from torch import nn
 from .._progress import progress
 from .._provenance import provenance
 from .._validation import ParameterError, check_choice, check_float
+from ..attribution._core import fast_layout
 from ..training.attacks import eval_mode
 from ._curves import (
     Curve,
@@ -177,7 +178,7 @@ def pixel_perturbation(
     n = x.shape[0]
     correct = torch.zeros(len(fr), dtype=torch.float64)
     prob = torch.zeros(len(fr), dtype=torch.float64)
-    with eval_mode(model), torch.no_grad(), progress(quiet) as bar:
+    with eval_mode(model), fast_layout(model), torch.no_grad(), progress(quiet) as bar:
         task = bar.add_task("pixel perturbation", total=-(-n // batch_size))
         for i in range(0, n, batch_size):
             xb, yb = x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)

@@ -12,6 +12,7 @@ from torch import nn
 from .._progress import progress
 from .._provenance import provenance
 from .._validation import ParameterError, check_bool, check_choice, check_float
+from ..attribution._core import fast_layout
 from ..masking.fill import FILLS, fill_masked
 from ..masking.ranking import scores
 from ..training.attacks import eval_mode
@@ -183,7 +184,7 @@ def road(
     correct = torch.zeros(len(orders), len(pcts), dtype=torch.float64)
     prob = torch.zeros(len(orders), len(pcts), dtype=torch.float64)
     noisy = fill == "nli" and noise > 0
-    with eval_mode(model), torch.no_grad(), progress(quiet) as bar:
+    with eval_mode(model), fast_layout(model), torch.no_grad(), progress(quiet) as bar:
         task = bar.add_task("ROAD", total=len(pcts) * -(-n // batch_size))
         for j, (p, k) in enumerate(zip(pcts, counts, strict=True)):
             draws = [_noise(x, seed, o, p) for o in orders] if noisy else None
