@@ -549,7 +549,17 @@ def leakage_cmd(
          f"{cs.leakage_table(done.result)}\n-> {path}")
 
 
-@app.command("run")
+class _RunCommand(typer.core.TyperCommand):
+    """`gradaudit run --help` ends with the registered studies (``experiments.STUDIES``)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from .experiments import STUDIES
+
+        self.epilog = "Studies:\n\n" + "\n\n".join(STUDIES.listing().splitlines())
+        super().format_help(ctx, formatter)
+
+
+@app.command("run", cls=_RunCommand)
 def run_cmd(
     study: Annotated[str | None, typer.Argument(help="Study name; none runs the main job (synthetic + blockmnist).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML file overriding the study's defaults.")] = None,
@@ -569,8 +579,7 @@ def run_cmd(
 ) -> None:
     """Run a study end to end: results.json and a self-contained report.html.
 
-    Studies: synthetic, blockmnist, fmnist, cifar10, imagenet10, srinivas, zoo.
-    A rerun reuses every finished job; a killed run resumes.
+    Studies: listed below. A rerun reuses every finished job; a killed run resumes.
     """
     from . import experiments
     from .experiments.config import to_yaml

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._registry import Registry
 from .._validation import (
     ParameterError,
     ParameterTypeError,
@@ -73,8 +74,8 @@ class MethodSpec:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
 
 
-_REGISTRY: dict[str, MethodSpec] = {}
-METHODS: Mapping[str, MethodSpec] = MappingProxyType(_REGISTRY)
+_REGISTRY: Registry[MethodSpec] = Registry("attribution method")
+METHODS: Mapping[str, MethodSpec] = MappingProxyType(_REGISTRY)  # read-only view
 
 
 def register(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
@@ -83,17 +84,12 @@ def register(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
     Raises:
         ParameterError: The name is taken and ``replace`` is False.
     """
-    if spec.name in _REGISTRY and not replace:
-        raise ParameterError(f"An attribution method named {spec.name!r} is already registered; pass replace=True.")
-    _REGISTRY[spec.name] = spec
-    return spec
+    return _REGISTRY.add(spec.name, spec, replace=replace)
 
 
 def get_method(name: str) -> MethodSpec:
     """The spec of method ``name``, or a ParameterError naming the closest valid one."""
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise ParameterError(unknown_name("attribution method", str(name), _REGISTRY))
-    return _REGISTRY[name]
+    return _REGISTRY.lookup(name)
 
 
 def applicable(method: str, model: nn.Module) -> tuple[bool, str]:

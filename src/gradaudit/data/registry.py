@@ -8,24 +8,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .._registry import Registry
 from .._validation import ParameterError, check_choice, unknown_name
 from .imageset import ImageSet
 
 __all__ = ["DATASETS", "data_root", "load", "register"]
 
 Loader = Callable[..., ImageSet]
-DATASETS: dict[str, Loader] = {}
+DATASETS: Registry[Loader] = Registry("dataset")
 SPLITS = ("train", "test")
 
 
 def register(name: str) -> Callable[[Loader], Loader]:
-    """Register ``fn(split, root, seed, **options) -> ImageSet`` under ``name``."""
-
-    def deco(fn: Loader) -> Loader:
-        DATASETS[name] = fn
-        return fn
-
-    return deco
+    """Register ``fn(split, root, seed, **options) -> ImageSet`` under ``name`` (a taken
+    name is refused)."""
+    return DATASETS.register(name)
 
 
 def data_root(root: str | os.PathLike[str] | None = None) -> Path:
@@ -57,10 +54,8 @@ def load(
         ParameterError: Unknown name, split or option.
         DataError: A needed file is missing or corrupt.
     """
-    if name not in DATASETS:
-        raise ParameterError(unknown_name("dataset", name, DATASETS))
+    fn = DATASETS.lookup(name)
     check_choice(split, "split", f"load({name!r})", SPLITS)
-    fn = DATASETS[name]
     accepted = [p for p in inspect.signature(fn).parameters if p not in ("split", "root", "seed")]
     for key in options:
         if key not in accepted:

@@ -18,7 +18,8 @@ from typing import Any
 
 from .._io import read_json, write_json
 from .._provenance import provenance
-from .._validation import ParameterError, unknown_name
+from .._registry import Registry
+from .._validation import ParameterError
 from ..runs import Executor, InProcessExecutor, RunStore, make_executor
 from .config import StudyConfig, build_config, to_yaml
 
@@ -88,20 +89,18 @@ class Study:
     quick: Mapping[str, Any] = field(default_factory=dict)
 
 
-STUDIES: dict[str, Study] = {}
+STUDIES: Registry[Study] = Registry("study")
 
 
 def register(study: Study) -> Study:
-    """Add a study to the registry (done by each study module at import)."""
-    STUDIES[study.name] = study
-    return study
+    """Add a study to the registry (done by each study module at import); a taken name is
+    refused."""
+    return STUDIES.add(study.name, study)
 
 
 def get_study(name: str) -> Study:
     """The study called ``name``, or a clear error listing the valid ones."""
-    if name not in STUDIES:
-        raise ParameterError(unknown_name("study", name, STUDIES))
-    return STUDIES[name]
+    return STUDIES.lookup(name)
 
 
 def study_config(

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._registry import Registry
 from .._validation import ParameterError, check_int, unknown_name
 from .cnn import cnn
 from .layers import Normalize
@@ -18,16 +19,13 @@ from .resnet import imagenet_resnet18, resnet
 
 __all__ = ["MODELS", "build"]
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "linear": linear,
-    "mlp": mlp,
-    "cnn": cnn,
-    "resnet9": functools.partial(resnet, 9),
-    "resnet18": functools.partial(resnet, 18),
-    "resnet34": functools.partial(resnet, 34),
-    "resnet50": functools.partial(resnet, 50),
-    "resnet18-imagenet": imagenet_resnet18,
-}
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+MODELS.add("linear", linear)
+MODELS.add("mlp", mlp)
+MODELS.add("cnn", cnn)
+for _depth in (9, 18, 34, 50):
+    MODELS.add(f"resnet{_depth}", functools.partial(resnet, _depth))
+MODELS.add("resnet18-imagenet", imagenet_resnet18)
 
 
 def _check_common(name: str, input_shape: Sequence[int], num_classes: int,
@@ -79,9 +77,7 @@ def build(
         ParameterError: Unknown name or option, or an invalid shape, class count or option
             value.
     """
-    if name not in MODELS:
-        raise ParameterError(unknown_name("model", name, MODELS))
-    ctor = MODELS[name]
+    ctor = MODELS.lookup(name)
     accepted = [p for p in inspect.signature(ctor).parameters if p not in ("input_shape", "num_classes")]
     for key in options:
         if key not in accepted:

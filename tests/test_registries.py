@@ -1,0 +1,87 @@
+"""One registry behaviour: every named concept (data sets, models, attribution methods,
+studies, metrics) refuses a taken name, answers an unknown one with ``Did you mean …?`` and
+the valid names, and lists its entries for ``--help``."""
+
+from __future__ import annotations
+
+import pytest
+
+from gradaudit import attribution, data, experiments, models
+from gradaudit._registry import Registry
+from gradaudit._validation import ParameterError
+from gradaudit.attribution import registry as attribution_registry
+
+REGISTRIES = {
+    "dataset": (data.DATASETS, "mnist", "mnistt"),
+    "model": (models.MODELS, "resnet18", "resnet-18"),
+    "attribution method": (attribution_registry._REGISTRY, "smoothgrad", "smoothgrd"),
+    "study": (experiments.STUDIES, "blockmnist", "blockmnsit"),
+}
+
+
+def _metrics() -> None:
+    from gradaudit.evaluation import METRICS
+
+    REGISTRIES["metric"] = (METRICS, "diffroar", "difroar")
+
+
+try:
+    _metrics()
+except ImportError:  # the metric registry lands in its own commit
+    pass
+
+
+@pytest.mark.parametrize("kind", sorted(REGISTRIES))
+def test_registry_contract(kind: str) -> None:
+    reg, known, typo = REGISTRIES[kind]
+    assert isinstance(reg, Registry) and reg.kind == kind
+    entry = reg[known]
+    # a taken name is refused, and the entry is left as it was
+    with pytest.raises(ParameterError, match=rf"{kind} named '{known}' is already registered"):
+        reg.add(known, entry)
+    with pytest.raises(ParameterError, match="already registered"):
+        reg[known] = entry
+    assert reg[known] is entry
+    # an unknown name: one error, the closest match and every valid name
+    with pytest.raises(ParameterError) as err:
+        reg.lookup(typo)
+    msg = str(err.value)
+    assert msg.startswith(f"Unknown {kind}: '{typo}'. Did you mean '{known}'? Valid: ")
+    assert all(name in msg for name in reg)
+    assert reg.lookup(known) is entry
+    # the listing has one line per entry, in registration order, with a summary
+    lines = reg.listing().splitlines()
+    assert [line.split(":")[0] for line in lines] == list(reg) and len(lines) == len(reg) >= 2
+    assert all(len(line) > len(line.split(":")[0]) + 2 for line in lines), reg.listing()
+
+
+def test_public_lookups_share_the_behaviour() -> None:
+    """The library's own entry points raise the registry's message."""
+    cases = [
+        (lambda: data.load("mnistt"), "Unknown dataset: 'mnistt'. Did you mean 'mnist'?"),
+        (lambda: models.build("mpl", (1, 28, 28), 10), "Unknown model: 'mpl'. Did you mean 'mlp'?"),
+        (lambda: attribution.get_method("igg"), "Unknown attribution method: 'igg'. Did you mean 'ig'?"),
+        (lambda: experiments.study_config("zo"), "Unknown study: 'zo'. Did you mean 'zoo'?"),
+    ]
+    for call, start in cases:
+        with pytest.raises(ParameterError) as err:
+            call()
+        assert str(err.value).startswith(start)
+
+
+def test_registry_add_register_and_remove() -> None:
+    reg: Registry[int] = Registry("widget", summary=lambda n: f"number {n}")
+    reg.add("one", 1)
+    assert reg.register("two")(2) == 2
+    with pytest.raises(ParameterError, match="^A widget named 'one' is already registered"):
+        reg.add("one", 3)
+    assert reg.add("one", 3, replace=True) == 3 and reg["one"] == 3
+    with pytest.raises(ParameterError, match="name must be a non-empty string"):
+        reg.add("", 4)
+    assert reg.listing() == "one: number 3\ntwo: number 2"
+    del reg["two"]
+    assert list(reg) == ["one"] and "two" not in reg
+    with pytest.raises(ParameterError, match=r"Unknown widget: 'two'\. Valid: one\.$"):
+        reg.lookup("two")
+    with pytest.raises(KeyError):
+        reg["two"]
