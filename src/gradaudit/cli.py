@@ -33,9 +33,22 @@ from typer.exceptions import TyperException
 from ._allocator import tune_malloc
 from ._validation import GradauditError, ParameterError, format_validation_error
 
+
+class _MainGroup(typer.core.TyperGroup):
+    """`gradaudit --help` ends with the registered metrics (``evaluation.METRICS``)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from .evaluation import METRICS
+
+        self.epilog = ("Metrics (`gradaudit metrics` shows their options):\n\n"
+                       + "\n\n".join(METRICS.listing().splitlines()))
+        super().format_help(ctx, formatter)
+
+
 app = typer.Typer(
     name="gradaudit",
     help="Audit whether feature attributions highlight the features a model uses.",
+    cls=_MainGroup,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -596,6 +609,22 @@ def run_cmd(
     path = experiments.run_study(name, config=config, overrides=overrides, quick=quick, out=out, store=store,
                                  device=_device(device), quiet=quiet, data_root=data_root, executor=executor)
     typer.echo(f"report: {path}")
+
+
+@app.command("metrics")
+def metrics_cmd(as_json: Json = False) -> None:
+    """List the registered evaluation metrics: score direction, what each needs, its options."""
+    from .evaluation import METRICS
+
+    rows = {name: {"summary": m.summary, "higher_is_better": m.higher_is_better, "needs": sorted(m.needs),
+                   "options": {key: opt.shown() for key, opt in m.options.items()}, "source": m.source}
+            for name, m in METRICS.items()}
+    text = "\n".join(
+        f"{name} ({'higher' if r['higher_is_better'] else 'lower'} is better; needs {', '.join(r['needs'])}): "
+        f"{r['summary']}\n    options: "
+        + (", ".join(f"{k}={v}" for k, v in r["options"].items()) or "none")
+        for name, r in rows.items())
+    emit(rows, as_json, text)
 
 
 @app.command("report")
