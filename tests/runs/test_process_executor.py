@@ -27,3 +27,18 @@ def test_one_item_runs_in_this_process_and_bad_options_fail_early():
     assert seen == [3]
     with pytest.raises(ParameterError, match="workers"):
         ProcessExecutor(workers=0)
+
+
+def test_finished_store_jobs_start_no_worker(tmp_path):
+    from gradaudit.runs import RunStore
+
+    store = RunStore(tmp_path / "store")
+    calls = []
+
+    def job(j):  # a closure: it cannot be pickled, so it must run in this process
+        calls.append(j.config["x"])
+        return {"y": 2 * j.config["x"]}
+
+    assert store.map("double", [{"x": 1}], job) == [{"y": 2}]
+    out = store.map("double", [{"x": 1}, {"x": 5}], job, executor=ProcessExecutor(workers=2, threads=1))
+    assert out == [{"y": 2}, {"y": 10}] and calls == [1, 5]  # x=1 was read back, not recomputed

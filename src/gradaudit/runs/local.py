@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from .._validation import ParameterError
 from .executors import EXECUTORS
+from .store import JobTask, RunStore
 
 __all__ = ["ProcessExecutor"]
 
@@ -37,7 +38,8 @@ class ProcessExecutor:
     Small models (the synthetic MLPs: batch 50, width 1000) keep one core busy whatever
     the thread count, because each step is a chain of tiny ops; two processes with one
     thread each keep both cores of a 2-core machine busy. One item, or one worker, runs in
-    this process. Waits for every item before it raises the first error (in item order),
+    this process, and so do the store jobs (:class:`JobTask`) that are already done, so a
+    rerun starts no worker. Waits for every item before it raises the first error (in item order),
     so no worker still writes after ``map`` returns.
     """
 
@@ -50,6 +52,14 @@ class ProcessExecutor:
         from concurrent.futures import ProcessPoolExecutor
 
         items = list(items)
+        if isinstance(fn, JobTask):  # finished store jobs just read their result: no worker needed
+            store = RunStore(fn.root)
+            todo = [i for i, (config, name) in enumerate(items) if not store.job(fn.kind, config, name).done]
+            if len(todo) < len(items):
+                results = [None if i in todo else fn(item) for i, item in enumerate(items)]
+                for i, value in zip(todo, self.map(fn, [items[i] for i in todo]), strict=True):
+                    results[i] = value
+                return results
         if len(items) <= 1 or self.workers == 1:
             return [fn(item) for item in items]
         context = multiprocessing.get_context("spawn")  # no fork of a process with live BLAS/OpenMP threads
