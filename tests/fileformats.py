@@ -113,6 +113,13 @@ def write_cifar_folder(root: Path, name: str, files: dict[str, bytes]) -> Path:
     return folder
 
 
+def small_cifar10_root(root: Path, n: int = 60) -> Path:
+    """A data root holding generated CIFAR-10 pickle batches of ``n`` images each (for studies)."""
+    files, _ = cifar_files("cifar10", n=n)
+    write_cifar_folder(root, "cifar10", files)
+    return root
+
+
 def write_cifar_tarball(root: Path, name: str, files: dict[str, bytes]) -> Path:
     from gradaudit.data.cifar import CIFAR_SETS
 

@@ -6,6 +6,8 @@ import pytest
 
 from gradaudit.experiments import run_study
 
+from fileformats import small_cifar10_root
+
 pytestmark = pytest.mark.slow
 
 
@@ -39,3 +41,27 @@ def test_regularizers_act_as_intended(srinivas_run):
     assert rows["score matching"]["gradient_norm"] < rows["baseline"]["gradient_norm"]
     proxy = srinivas_run[1]["results"]["proxy"]
     assert proxy["gan_test_on_real_images"] >= proxy["test_accuracy"] - 0.1
+
+
+def test_cifar10_quick_on_pickle_batches_uses_softplus_resnets(tmp_path, monkeypatch):
+    """--set dataset=cifar10 switches every preset field to CIFAR ResNets (small files in the real format)."""
+    monkeypatch.setenv("GRADAUDIT_OFFLINE", "1")
+    root = small_cifar10_root(tmp_path / "data")
+    out = tmp_path / "study"
+    run_study("srinivas", quick=True, out=out, quiet=True, data_root=root,
+              overrides=["dataset=cifar10", "data_options.verify=false", "n_train=100", "n_test=40",
+                         "recipe.batch_size=50", "recipe.epochs=1", "proxy.recipe.batch_size=50",
+                         "proxy.recipe.epochs=1", "gan_test.n_samples=8", "gan_test.steps=3",
+                         "perturbation_n_test=10", "n_show=4"])
+    record = json.loads((out / "results.json").read_text())
+    cfg, res = record["config"], record["results"]
+    assert cfg["model"] == "resnet9" and cfg["model_options"]["act"] == "softplus"
+    assert cfg["proxy"]["model"] == "resnet9" and cfg["proxy"]["recipe"]["attack"] == "l2"
+    assert cfg["model_options"]["channels_last"] and cfg["diffroar"]["fill"] == "mean"
+    assert [m["model"] for m in res["models"]] == ["baseline", "gradient norm", "score matching",
+                                                   "anti-score matching"]
+    for m in res["models"]:
+        assert 0.0 <= m["gan_test"] <= 1.0 and 0.0 <= m["gan_test_probability"] <= 1.0
+    assert isinstance(res["gan_test"]["saturated"], bool) and res["gan_test"]["reason"]
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "GAN-test" in html and "saturat" in html
