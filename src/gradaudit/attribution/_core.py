@@ -13,12 +13,13 @@ below keeps each forward/backward at most ``max_batch`` rows.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .._seeding import derive_seed  # re-exported: the one seed derivation
 
 __all__ = [
     "DEFAULT_MEMORY_MB",
@@ -91,12 +92,6 @@ def draw_generator(seed: int) -> torch.Generator:
     """A CPU generator seeded with ``seed``; draws are moved to the data's device afterwards,
     so CPU and CUDA runs see the same numbers."""
     return torch.Generator().manual_seed(seed)
-
-
-def derive_seed(seed: int, salt: str) -> int:
-    """An independent seed for a sub-step (e.g. the inner method of a smoothing wrapper)."""
-    digest = hashlib.sha256(f"{seed}:{salt}".encode()).digest()
-    return int.from_bytes(digest[:7], "little")
 
 
 @contextlib.contextmanager

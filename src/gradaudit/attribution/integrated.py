@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._torch_utils import eval_mode
 from .._validation import ParameterError
-from ..training import eval_mode
 from ._core import OBJECTIVES, GradFn, draw_generator, grid_chunks
 from ._paths import ModelGradient, weighted_gradient_sum
 

@@ -49,9 +49,9 @@ from torch import nn
 
 from .._io import load_tensors, save_tensors
 from .._provenance import provenance
+from .._torch_utils import eval_mode
 from .._validation import DataError, ParameterError, check_int
 from ..models import Normalize
-from ..training import eval_mode
 
 __all__ = ["PASS_THROUGH", "WEIGHTED", "Patterns", "chain", "fit_patterns", "pattern_applicable"]
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .._registry import Registry
+from .._torch_utils import eval_mode
 from .._validation import (
     ParameterError,
     ParameterTypeError,
@@ -25,7 +26,6 @@ from .._validation import (
     check_shape,
     unknown_name,
 )
-from ..training import eval_mode
 from ._core import rows_for_budget
 
 __all__ = ["METHODS", "MethodSpec", "applicable", "attribute", "fit_options", "get_method", "register"]

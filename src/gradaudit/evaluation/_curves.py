@@ -4,15 +4,15 @@ the scored forward pass."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
+from .._seeding import stream_seed  # re-exported: the one seed module
+from .._torch_utils import model_device  # re-exported (it lived here)
 from .._validation import ParameterError, ParameterTypeError, check_int
 from ..masking.ranking import rank_positions
 
@@ -163,20 +163,6 @@ def rank_scores(score: torch.Tensor, seed: int) -> torch.Tensor:
     s = score.detach().double()
     shifted = s - s.flatten(1).amin(1).view(-1, *([1] * (s.dim() - 1)))
     return rank_positions(shifted, by="element", seed=seed)
-
-
-def stream_seed(seed: int, *keys: object) -> int:
-    """A 63-bit seed for one random stream, from the user's seed and the stream's keys."""
-    digest = hashlib.blake2b(repr((seed, *keys)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
-def model_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
-    """``device`` if given, else the device of the model's first parameter (CPU if none)."""
-    if device is not None:
-        return torch.device(device)
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
 
 
 def target_stats(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

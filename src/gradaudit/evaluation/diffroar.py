@@ -43,10 +43,11 @@ from .retrain import Arm
 from .retrain_results import Accuracies, DiffROARCurve, DiffROARResult, RetrainResult
 from .retrain_setup import RETRAIN_FILLS, TARGETS, check_arguments, make_rankings, retrain_arms
 
-__all__ = ["LEVELS", "RETRAIN_FILLS", "ROAR_LEVELS", "TARGETS", "diffroar", "kar", "roar"]
+__all__ = ["LEVELS", "MAX_STACK", "RETRAIN_FILLS", "ROAR_LEVELS", "TARGETS", "diffroar", "kar", "roar"]
 
 LEVELS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 ROAR_LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)
+MAX_STACK = 32  # retrains trained together as one stacked model (the library default)
 SIDES = ("top", "bottom")
 def _table(acc: Mapping[tuple[Arm, int], float], arms: Sequence[Arm], seeds: Sequence[int]) -> Accuracies:
     return Accuracies(tuple(tuple(acc[(a, s)] for s in seeds) for a in arms))
@@ -74,7 +75,7 @@ def diffroar(
     mask_only: bool = False,
     out: str | os.PathLike[str] | None = None,
     engine: str = "auto",
-    max_stack: int = 32,
+    max_stack: int = MAX_STACK,
     device: str | torch.device = "cpu",
     quiet: bool = False,
     make_model: Callable[[], nn.Module] | None = None,
@@ -222,7 +223,7 @@ def roar(
     mask_only: bool = False,
     out: str | os.PathLike[str] | None = None,
     engine: str = "auto",
-    max_stack: int = 32,
+    max_stack: int = MAX_STACK,
     device: str | torch.device = "cpu",
     quiet: bool = False,
     make_model: Callable[[], nn.Module] | None = None,
@@ -277,7 +278,7 @@ def kar(
     mask_only: bool = False,
     out: str | os.PathLike[str] | None = None,
     engine: str = "auto",
-    max_stack: int = 32,
+    max_stack: int = MAX_STACK,
     device: str | torch.device = "cpu",
     quiet: bool = False,
     make_model: Callable[[], nn.Module] | None = None,

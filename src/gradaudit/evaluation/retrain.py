@@ -2,7 +2,7 @@
 
 An *arm* says what a retrained model sees: the coordinates kept (the ``count`` top- or
 bottom-ranked of each image under one ranking) and the view (the kept pixel values with
-the rest filled, or the keep-mask alone, centred, for the mask-only control: :func:`mask_view`). Every arm is
+the rest filled, or the keep-mask alone, centred, for the mask-only control: :func:`~gradaudit.masking.fill.mask_view`). Every arm is
 retrained once per seed; arms that give identical data (everything kept, nothing kept) are
 trained once and shared. The retrains of one seed are trained together as a stacked
 ensemble (:func:`gradaudit.training.ensemble.fit_stacked`) in groups of at most
@@ -32,7 +32,7 @@ from .._progress import progress
 from .._provenance import provenance
 from .._validation import ParameterError
 from ..data.imageset import ImageSet
-from ..masking.fill import fill_masked
+from ..masking.fill import MASK_VIEW, fill_masked, mask_view  # MASK_VIEW re-exported
 from ..masking.ranking import keep_mask_count
 from ..models.spec import ModelSpec
 from ..training.attacks import eval_mode
@@ -42,21 +42,6 @@ from ..training.recipe import Recipe
 __all__ = ["MASK_VIEW", "VIEWS", "Arm", "GroupInputs", "Ranking", "Retrainer", "config_hash", "tensor_digest"]
 
 VIEWS = ("pixels", "mask")
-MASK_VIEW = "keep-mask minus the kept fraction k (centred)"
-
-
-def mask_view(keep: torch.Tensor, counts: torch.Tensor, d: int, dtype: torch.dtype) -> torch.Tensor:
-    """What a mask-only model sees: the keep-mask minus its kept fraction ``count / d``.
-
-    The mask is centred so that its information is unchanged (an affine map, the same for
-    every image of an arm) while the input stays well-conditioned: the raw {0, 1} mask at
-    k ≥ 0.8 feeds hundreds of constant ones to the first layer and the retrains diverged
-    to chance at lr 0.1 (Fashion-MNIST MLP), under-reporting the leak. ``counts`` broadcasts
-    against ``keep``; the fraction is computed in float64, then cast, on every path.
-    """
-    return keep.to(dtype) - (counts.to(torch.float64) / d).to(dtype)
-
-
 @dataclass(frozen=True)
 class Ranking:
     """Rank positions (``masking.rank_positions``) of one attribution on train and test.

@@ -10,7 +10,6 @@ the random control's, drawn per retrain seed), and :func:`retrain_arms` records 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._seeding import derive_seed  # re-exported: the one seed derivation
 from .._validation import (
     ParameterError,
     ParameterTypeError,
@@ -28,13 +28,13 @@ from .._validation import (
     check_shape,
 )
 from ..data.imageset import ImageSet, as_imageset
-from ..masking.fill import FILLS
+from ..masking.fill import FILLS, MASK_VIEW
 from ..masking.ranking import RANK_BY, rank_positions
 from ..models.spec import ModelSpec
 from ..training.ensemble import ENGINES
 from ..training.fit import load_run
 from ..training.recipe import Recipe
-from .retrain import MASK_VIEW, Arm, Ranking, Retrainer, tensor_digest
+from .retrain import Arm, Ranking, Retrainer, tensor_digest
 
 __all__ = ["RETRAIN_FILLS", "TARGETS", "Setup", "check_arguments", "derive_seed", "make_rankings", "retrain_arms"]
 
@@ -234,11 +234,6 @@ def _check_fresh(fresh: nn.Module, train: ImageSet, top: int, caller: str) -> No
                              f"{getattr(out, 'shape', type(out).__name__)}.")
     if top >= out.shape[1]:
         raise ParameterError(f"{caller}: make_model() builds a model with {out.shape[1]} outputs, the labels go up to {top}.")
-
-
-def derive_seed(seed: int, salt: str) -> int:
-    """An independent seed for one use of ``seed`` (e.g. the random control's train ranks)."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{salt}".encode()).digest()[:7], "little")
 
 
 def _random_positions(x: torch.Tensor, by: str, seed: int, rows: int = 4096) -> torch.Tensor:

@@ -14,7 +14,7 @@ from .._provenance import provenance
 from .._validation import ParameterError, check_bool, check_choice, check_float
 from ..attribution._core import fast_layout
 from ..masking.fill import FILLS, fill_masked
-from ..masking.ranking import scores
+from ..masking.ranking import keep_mask_count, scores
 from ..training.attacks import eval_mode
 from ._curves import (
     Curve,
@@ -82,9 +82,9 @@ def _positions(attributions: torch.Tensor, rank: str, absolute: bool, seed: int)
 
 
 def _keep(positions: torch.Tensor, k: int, order: str) -> torch.Tensor:
-    """Kept coordinates after removing k: MoRF drops ranks < k, LeRF the k last ranks."""
-    d = positions[0].numel()
-    return positions >= k if order == "morf" else positions < d - k
+    """Kept coordinates after removing k: MoRF drops ranks < k (keeps the d − k bottom-ranked),
+    LeRF the k last ranks (keeps the d − k top-ranked)."""
+    return keep_mask_count(positions, positions[0].numel() - k, "bottom" if order == "morf" else "top")
 
 
 def _validate(x, y, attributions, percentages, order, fill, rank, absolute, noise, mean, seed, batch_size):

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import data
 from .._io import load_tensors
-from ..evaluation.retrain import MASK_VIEW
+from ..evaluation.diffroar import LEVELS
+from ..masking.fill import MASK_VIEW
 from ..models import ModelSpec
 from ..runs import Job, RunStore
 from ..training import Recipe, load_run
@@ -33,7 +34,7 @@ class DiffROARSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    levels: Levels = Field(default_factory=lambda: [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    levels: Levels = Field(default_factory=lambda: list(LEVELS))
     seeds: int = Field(3, ge=1)
     fill: str = Field("zero", pattern="^(zero|mean)$")
     rank: str = Field("element", pattern="^(element|channel-sum)$")

@@ -24,30 +24,18 @@ Deviations from the reference code:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._torch_utils import eval_mode  # re-exported (it lived here)
 from .._validation import ParameterError, ParameterTypeError, check_choice, check_float, check_int
 
 __all__ = ["eval_mode", "pgd", "robust_accuracy"]
 
 NORMS = ("linf", "l2")
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode inside the block and restore each module's mode after."""
-    modes = [m.training for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, mode in zip(model.modules(), modes, strict=True):
-            m.training = mode
 
 
 def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:

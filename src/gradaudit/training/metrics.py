@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._torch_utils import eval_mode, model_device
 from .._validation import ParameterError
-from .attacks import eval_mode
 
 __all__ = ["accuracy", "predict"]
 
@@ -24,10 +24,7 @@ def predict(
 
 def _device(model: nn.Module, x: torch.Tensor, device: str | torch.device | None) -> torch.device:
     """``device``, else the model's (its first parameter's), else ``x``'s."""
-    if device is None:
-        first = next(model.parameters(), None)
-        device = first.device if first is not None else x.device
-    return torch.device(device)
+    return model_device(model, device, default=x.device)
 
 
 @torch.no_grad()

@@ -1,0 +1,37 @@
+"""Mode and device helpers for any ``nn.Module``, below every package that runs models, so
+attribution, evaluation and training import them without importing each other."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+__all__ = ["eval_mode", "model_device"]
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode inside the block and restore each module's mode after."""
+    modes = [m.training for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in zip(model.modules(), modes, strict=True):
+            m.training = mode
+
+
+def model_device(
+    model: nn.Module,
+    device: str | torch.device | None = None,
+    default: str | torch.device = "cpu",
+) -> torch.device:
+    """``device`` if given, else the device of the model's first parameter, else ``default``
+    (a model without parameters)."""
+    if device is not None:
+        return torch.device(device)
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device(default)
