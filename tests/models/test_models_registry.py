@@ -151,3 +151,23 @@ def test_model_spec_rejects_unknown_names_at_once() -> None:
         models.ModelSpec(name="resnet-18", input_shape=CIFAR, num_classes=10)
     line = format_validation_error(err.value)
     assert "Unknown model: 'resnet-18'. Did you mean 'resnet18'?" in line and "\n" not in line
+
+
+def test_resnet_channels_last_is_the_same_function() -> None:
+    """channels_last=True changes the activations' memory layout only: same weights, outputs
+    and input gradients (up to float rounding)."""
+    # width 16: torch 2.13 on a CPU crashed on NHWC batches of 3 with width 8 (see resnet())
+    plain = models.build("resnet9", CIFAR, 10, seed=0, width=16, stem_pool=2)
+    nhwc = models.build("resnet9", CIFAR, 10, seed=0, width=16, stem_pool=2, channels_last=True)
+    for (k, a), (k2, b) in zip(plain.state_dict().items(), nhwc.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(a, b)
+    x = torch.rand(2, *CIFAR, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for net in (plain.eval(), nhwc.eval()):
+        xi = x.clone().requires_grad_(True)
+        net(xi)[:, 2].sum().backward()
+        grads.append((net(x), xi.grad))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6, rtol=1e-4)
+    with pytest.raises(TypeError, match=r"channels_last.*must be a bool"):
+        models.build("resnet9", CIFAR, 10, channels_last="yes")

@@ -146,8 +146,10 @@ def resnet(
     FLOPs) for inputs like BlockMNIST's 56×28. Average pooling, unlike a strided stem
     convolution, spreads input gradients evenly (no checkerboard). 1 is the published layout.
     ``channels_last=True`` runs the layers on channels-last (NHWC) activations: the same
-    function and weights (the state dict is unchanged), measured about 1.3-1.5× faster for
-    narrow CIFAR ResNets on a CPU (``bench/train_throughput.py``).
+    function and weights (the state dict is unchanged), measured 1.3-1.6× faster training of
+    narrow CIFAR ResNets on a CPU (``bench/train_throughput.py``). Off by default and in the
+    shipped configs: torch 2.13's CPU build crashed (segfault) on NHWC inputs of some batch
+    sizes (ResNet9 width 8, batches of 3, 5 or 7 images).
     """
     block, blocks = DEPTHS[depth]
     width = check_int(width, "width", f"build('resnet{depth}')", 1)
