@@ -111,7 +111,10 @@ def test_unknown_metric_and_option_defaults() -> None:
 
 
 def _null_share(s: Subject, o: dict[str, Any], seed: int, device: Any, quiet: bool) -> Any:
-    share = (s.maps.abs() * s.test.per_image["null_mask"][:, None]).sum() / s.maps.abs().sum()
+    """Per image, the share of |a| on the null block; averaged (leakage's mass_null)."""
+    a = s.maps.abs().flatten(1)
+    null = s.test.per_image["null_mask"].flatten(1).to(a.dtype)
+    share = ((a * null).sum(1) / a.sum(1)).mean()
 
     class Result:
         def to_dict(self) -> dict[str, Any]:
@@ -120,26 +123,56 @@ def _null_share(s: Subject, o: dict[str, Any], seed: int, device: Any, quiet: bo
     return Result()
 
 
-def test_a_toy_metric_registered_once_is_everywhere(subject: Subject, capsys) -> None:
-    toy = MetricSpec("toy-null-share", _null_share, _null_share,
-                     {"digits": evaluation.registry.Option(3, lambda v, n, c: int(v), "rounding")},
-                     higher_is_better=False, needs=frozenset({"maps", "block_masks"}),
-                     summary="share of |a| on the null block", source="this test")
-    register(toy)
-    try:
-        with pytest.raises(ParameterError, match="already registered"):
-            register(toy)
-        record = evaluation.evaluate("toy-null-share", subject).to_dict()
-        expected = float((subject.maps.abs() * subject.test.per_image["null_mask"][:, None]).sum()
-                         / subject.maps.abs().sum())
-        assert record["score"] == round(expected, 3) and 0.3 < expected < 0.7
-        for argv, needle in ((["--help"], "toy-null-share: share of |a| on the null block"),
-                             (["metrics"], "toy-null-share (lower is better; needs block_masks, maps)")):
-            code, out, _ = run_cli(capsys, *argv)
-            assert code == 0 and needle in out, out
-        code, out, _ = run_cli(capsys, "metrics", "--json")
-        listed = json.loads(out)
-        assert listed["toy-null-share"]["options"] == {"digits": "3"}
-        assert listed["roar"]["higher_is_better"] is False
-    finally:
-        del METRICS["toy-null-share"]
+TOY = MetricSpec("toy-null-share", _null_share, _null_share,
+                 {"digits": evaluation.registry.Option(3, lambda v, n, c: int(v), "rounding")},
+                 higher_is_better=False, needs=frozenset({"maps", "block_masks"}),
+                 summary="share of |a| on the null block", source="this test")
+
+
+@pytest.fixture
+def toy_metric():
+    """The toy metric, registered in one place (and removed after the test)."""
+    register(TOY)
+    yield TOY
+    del METRICS["toy-null-share"]
+
+
+def test_a_toy_metric_registered_once_is_in_the_cli(toy_metric: MetricSpec, subject: Subject, capsys) -> None:
+    with pytest.raises(ParameterError, match="already registered"):
+        register(toy_metric)
+    record = evaluation.evaluate("toy-null-share", subject).to_dict()
+    a = subject.maps.abs()
+    expected = float(((a * subject.test.per_image["null_mask"][:, None]).sum((1, 2, 3)) / a.sum((1, 2, 3))).mean())
+    assert record["score"] == round(expected, 3) and 0.3 < expected < 0.7
+    for argv, needle in ((["--help"], "toy-null-share: share of |a| on the null block"),
+                         (["metrics"], "toy-null-share (lower is better; needs block_masks, maps)")):
+        code, out, _ = run_cli(capsys, *argv)
+        assert code == 0 and needle in out, out
+    code, out, _ = run_cli(capsys, "metrics", "--json")
+    listed = json.loads(out)
+    assert listed["toy-null-share"]["options"] == {"digits": "3"}
+    assert listed["roar"]["higher_is_better"] is False
+
+
+@pytest.mark.slow
+def test_a_toy_metric_registered_once_is_in_a_studys_results(toy_metric: MetricSpec, mnist_root, tmp_path) -> None:
+    """The blockmnist study computes any registered metric named in its config: the toy's
+    per-image null share equals the study's own leakage mass_null for the same maps."""
+    from gradaudit._validation import GradauditError
+    from gradaudit.experiments import run_study
+
+    tiny = ["datasets=[blockmnist]", "diffroar_models=[]", "n_train=200", "n_test=100",
+            "models=[{label: MLP, model: mlp, model_options: {hidden: [16]}, recipe: {epochs: 1, batch_size: 50}}]"]
+    with pytest.raises((GradauditError, ValueError), match="Unknown option of evaluate\\('toy-null-share'\\): 'digit'"):
+        run_study("blockmnist", quick=True, overrides=[*tiny, "metrics={toy-null-share: {digit: 6}}"],
+                  out=tmp_path / "bad", quiet=True, data_root=mnist_root)
+    with pytest.raises((GradauditError, ValueError), match="needs retraining"):
+        run_study("blockmnist", quick=True, overrides=[*tiny, "metrics={diffroar: {}}"],
+                  out=tmp_path / "bad", quiet=True, data_root=mnist_root)
+    run_study("blockmnist", quick=True, overrides=[*tiny, "metrics={toy-null-share: {digits: 6}}"],
+              out=tmp_path / "run", quiet=True, data_root=mnist_root)
+    res = json.loads((tmp_path / "run" / "results.json").read_text())["results"]
+    [row] = res["metrics"]
+    [leak] = res["leakage"]
+    assert (row["dataset"], row["model"]) == ("blockmnist", "MLP")
+    assert row["toy-null-share"]["score"] == pytest.approx(leak["mass_null_mean"], abs=2e-6)

@@ -23,7 +23,14 @@ from . import narrative
 from ._parallel import local_workers
 from .base import Context, Study, register
 from .config import DatasetName, Fractions, LeakageKs, MethodName, StudyConfig
-from .measures import DiffROARRequest, DiffROARSettings, diffroar_results, road_result
+from .measures import (
+    DiffROARRequest,
+    DiffROARSettings,
+    MetricRequests,
+    diffroar_results,
+    metric_results,
+    road_result,
+)
 from .reporting import add_diffroar, add_footer, add_leakage_tables, add_road
 from .steps import (
     DataRef,
@@ -65,6 +72,9 @@ class BlockMNISTConfig(StudyConfig):
     road_percentages: Fractions = Field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5, 0.7, 0.9])
     n_train: int | None = Field(None, ge=100, description="Use the first n training images (None: all).")
     n_test: int | None = Field(None, ge=100, description="Use the first n test images (None: all).")
+    metrics: MetricRequests = Field(default_factory=dict, description=(
+        "More registered metrics (gradaudit metrics) on each model's test maps, name: options, "
+        "e.g. {pixel-perturbation: {}}; results under 'metrics'."))
 
     @model_validator(mode="after")
     def _known_models(self) -> BlockMNISTConfig:
@@ -122,6 +132,10 @@ def run(cfg: BlockMNISTConfig, ctx: Context) -> dict[str, Any]:
                                       "attribution_seconds": g_test.seconds})
             results["leakage"].append({"dataset": name, "model": tm.label,
                                        **{k: v for k, v in leak.to_dict().items() if k != "provenance"}})
+            if cfg.metrics:
+                results.setdefault("metrics", []).append(
+                    {"dataset": name, "model": tm.label,
+                     **metric_results(ctx, tm, test, g_test.values, cfg.metrics, label=cfg.method, seed=cfg.seed)})
             arrays[f"{name}/g{i}"] = g_test.values[show]
             if name == "blockmnist" and tm.label in cfg.diffroar_models:
                 g_train = attribution_maps(ctx, tm, cfg.method, train, {**split, "split": "train"},

@@ -8,9 +8,9 @@ study's executor; each worker loads what it needs from the shared store and data
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,10 +23,32 @@ from ..models import ModelSpec
 from ..runs import Job, RunStore
 from ..training import Recipe, load_run
 from .base import Context
-from .config import Levels
+from .config import Levels, library_check
 from .steps import MAPS, DataRef, TrainedModel, load_data
 
-__all__ = ["DiffROARRequest", "DiffROARSettings", "diffroar_job", "diffroar_results", "road_result"]
+__all__ = ["DiffROARRequest", "DiffROARSettings", "MetricRequests", "diffroar_job", "diffroar_results", "metric_results",
+           "road_result"]
+
+STUDY_NEEDS = frozenset({"model", "maps", "block_masks"})
+"""What a study's per-model metrics may need (retraining metrics have their own jobs)."""
+
+
+def _metric_requests(value: Any) -> None:
+    from .._validation import ParameterError
+    from ..evaluation import get_metric
+
+    for name, options in value.items():
+        spec = get_metric(name)
+        extra = sorted(spec.needs - STUDY_NEEDS)
+        if extra:
+            raise ParameterError(f"The metric {name!r} needs {', '.join(extra)}; a study's 'metrics' computes "
+                                 "the metrics that need only a model, its maps and block masks.")
+        spec.resolve(options, f"evaluate({name!r})")
+
+
+MetricRequests = Annotated[dict[str, dict[str, Any]], library_check(_metric_requests)]
+"""Registered metrics (``evaluation.METRICS``) by name, each with its options, checked by
+the registry when the config is read."""
 
 
 class DiffROARSettings(BaseModel):
@@ -112,3 +134,29 @@ def road_result(
         return result.to_dict()
 
     return ctx.store.run("road", job_config, compute, name=f"road-{label}")
+
+
+def metric_results(
+    ctx: Context,
+    trained: TrainedModel,
+    test: data.ImageSet,
+    maps: torch.Tensor,
+    requests: Mapping[str, Mapping[str, Any]],
+    *,
+    label: str,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """Each requested registered metric on one model's test maps (``to_dict()``), cached."""
+    from ..evaluation import Subject, evaluate
+
+    out = {}
+    for name, options in requests.items():
+        job_config = {"model": trained.key, "attribution": label, "metric": name, "options": dict(options),
+                      "seed": seed, "n_test": len(test), "test": test.name}
+
+        def compute(job: Job, name: str = name, options: Mapping[str, Any] = options) -> dict[str, Any]:
+            subject = Subject(test=test, model=trained.model, maps=maps)
+            return evaluate(name, subject, seed=seed, device=ctx.device, quiet=ctx.quiet, **options).to_dict()
+
+        out[name] = ctx.store.run("metric", job_config, compute, name=f"{name}-{label}")
+    return out
