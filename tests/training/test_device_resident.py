@@ -102,3 +102,24 @@ def test_metrics_count_exactly() -> None:
         direct = net(data.x).argmax(1)
     assert torch.equal(pred, direct)
     assert accuracy(net, data.x, data.y, batch_size=700) == int((direct == data.y).sum()) / 2500
+
+
+@pytest.mark.slow
+def test_precision_option_of_stacked_training() -> None:
+    """fp32 is the default; tf32 is fp32 on the CPU; bf16 products train close to fp32."""
+    from gradaudit import ParameterError
+    from gradaudit.training.ensemble import Member, fit_stacked
+
+    train, test = _toy(300, 2), _toy(300, 3)
+    spec = ModelSpec(name="mlp", input_shape=(1, 6, 6), num_classes=3, options={"hidden": [16]})
+    recipe = Recipe(epochs=1, batch_size=50, lr=0.05, momentum=0.9, attack_steps=2)
+    members = [Member(0, 0), Member(1, 1, attack={"attack": "linf", "eps": 4 / 255})]
+    runs = {p: fit_stacked(spec, train, recipe, members, quiet=True, precision=p) for p in ("fp32", "tf32", "bf16")}
+    assert [runs[p].precision for p in runs] == ["fp32", "tf32", "bf16"]
+    for a, b, c in zip(*(runs[p].models for p in runs), strict=True):
+        wa, wb, wc = (torch.cat([q.detach().flatten() for q in m.parameters()]) for m in (a, b, c))
+        assert torch.equal(wa, wb) and wc.dtype == torch.float32
+        assert not torch.equal(wa, wc) and (wa - wc).abs().max() < 0.05
+        assert abs(accuracy(a, test.x, test.y) - accuracy(c, test.x, test.y)) <= 0.03
+    with pytest.raises(ParameterError, match="'precision'"):
+        fit_stacked(spec, train, recipe, members, precision="fp16")

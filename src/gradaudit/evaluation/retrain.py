@@ -211,7 +211,9 @@ class Retrainer:
         rankings: Ranking name -> :class:`Ranking`.
         fill: "zero" or "mean" (``masking.fill_masked``); ``mean`` is the per-channel mean
             of ``train``.
-        engine, max_stack, device, quiet: Passed on to ``fit_stacked`` / progress.
+        engine, max_stack, device, quiet, precision: Passed on to ``fit_stacked`` / progress
+            (a precision other than "fp32" is part of the store's config, so it never resumes
+            groups trained in another precision).
     """
 
     spec: ModelSpec
@@ -224,6 +226,7 @@ class Retrainer:
     max_stack: int
     device: str | torch.device
     quiet: bool
+    precision: str = "fp32"
     _on_device: dict[str, ImageSet] = field(default_factory=dict, init=False, repr=False)
     _positions: dict[tuple[str, int | None], tuple[torch.Tensor, torch.Tensor]] = field(
         default_factory=dict, init=False, repr=False)
@@ -242,7 +245,7 @@ class Retrainer:
 
         The training and test sets (and each ranking's positions) are moved to the device
         once and stay there for the whole job."""
-        store = _Store(out, config)
+        store = _Store(out, config if self.precision == "fp32" else {**config, "precision": self.precision})
         groups = self._groups(arms, seeds)
         done: dict[tuple[str, int], float] = {}
         device = torch.device(self.device)
@@ -280,13 +283,14 @@ class Retrainer:
         members = [Member(s, s, _inputs(a, p[0], self.fill, mean)) for (s, a), p in zip(part, positions, strict=True)]
         fitted = fit_stacked(self.spec, train, self.recipe, members, engine=self.engine,
                              batch_inputs=GroupInputs(arms, [p[0] for p in positions], train.x, self.fill, mean, seeds),
-                             device=self.device, bar=bar)
+                             device=self.device, bar=bar, precision=self.precision)
         test = GroupInputs(arms, [p[1] for p in positions], test_set.x, self.fill, mean)
         accs = _accuracies(fitted.models, test, test_set.y, self.device)
         rows = [{"key": a.key(self.rankings[a.ranking].d), "seed": s, "init_seed": s, "data_seed": s,
                  "accuracy": acc, **_last_epoch(fitted, i)}
                 for i, ((s, a), acc) in enumerate(zip(part, accs, strict=True))]
-        return {"engine": fitted.engine, "seconds": fitted.seconds, "flops": fitted.flops, "members": rows}
+        return {"engine": fitted.engine, "precision": fitted.precision, "seconds": fitted.seconds,
+                "flops": fitted.flops, "members": rows}
 
 
 @torch.no_grad()

@@ -30,6 +30,16 @@ Engines (chosen by measurement on a 2-core AVX2 CPU, see ``bench/diffroar_fmnist
       BatchNorm under ``vmap`` needs per-member buffers, so there is nothing to gain.
     * ``"auto"`` (default): ``"bmm"`` when the model qualifies, else ``"loop"``.
 
+Adversarial training stacks too: a member's ``attack`` overrides (norm, eps, step) give it
+its own threat model, and the bmm engine runs PGD for all attacked members at once
+(:class:`_StackedPGD`), each member equal to ``fit`` with its own recipe. Regularized
+recipes (gradnorm, score matching) have no stacked form yet and are refused.
+
+Device residency: the training inputs, labels, the epoch's row orders and the members'
+running losses/accuracies live on the training device; nothing is read back to the host
+inside the step loop (:class:`_Epoch`), only once per epoch. ``precision`` ("fp32" default,
+"tf32", "bf16") is a CUDA speed option for retraining.
+
 Source: the ensembling recipe of the torch.func documentation ("Model ensembling":
 ``stack_module_state`` + ``vmap``); here the MLP case is written out as grouped matrix
 products, which is what vmap lowers it to, but with a backward that matches ``nn.Linear``.
@@ -37,8 +47,10 @@ products, which is what vmap lowers it to, but with a backward that matches ``nn
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,9 +69,10 @@ from .fit import _resident, fit, make_optimizer, to_device
 from .recipe import Recipe
 from .schedule import lr_at
 
-__all__ = ["ENGINES", "MEMBER_FIELDS", "BatchInputFn", "InputFn", "Member", "StackedFit", "apply_inputs", "fit_stacked", "stackable"]
+__all__ = ["ENGINES", "MEMBER_FIELDS", "PRECISIONS", "BatchInputFn", "InputFn", "Member", "StackedFit", "apply_inputs", "fit_stacked", "stackable"]
 
 ENGINES = ("auto", "bmm", "loop")
+PRECISIONS = ("fp32", "tf32", "bf16")
 MEMBER_FIELDS = ("attack", "eps", "attack_step_size", "attack_random_start")
 InputFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 BatchInputFn = Callable[[torch.Tensor], torch.Tensor]
@@ -113,6 +126,7 @@ class StackedFit:
         flops: Multiply-add FLOPs of the training steps (forward + backward, plus forward +
             input gradient per PGD step of the attacked members), counted from the layer
             shapes (bmm engine); None for the loop engine.
+        precision: The arithmetic used (see :func:`fit_stacked`).
     """
 
     models: tuple[nn.Module, ...]
@@ -120,6 +134,7 @@ class StackedFit:
     history: list[dict[str, Any]]
     seconds: float
     flops: float | None
+    precision: str = "fp32"
 
 
 class _StackedLinear(torch.autograd.Function):
@@ -135,6 +150,8 @@ class _StackedLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, w = ctx.saved_tensors
+        if grad.dtype != w.dtype:  # bf16 products (precision="bf16"): cast as autocast did forward
+            x, w = x.to(grad.dtype), w.to(grad.dtype)
         # addmm's backward for a column-major mat2 (Wᵀ) computes (gᵀ x)ᵀ, and g W for x.
         gx = torch.bmm(grad, w) if ctx.needs_input_grad[0] else None
         gw = torch.bmm(grad.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
@@ -281,6 +298,7 @@ def fit_stacked(
     device: str | torch.device = "cpu",
     quiet: bool = False,
     bar: Any = None,
+    precision: str = "fp32",
 ) -> StackedFit:
     """Train one model per member, all sharing the batch loop; see the module docstring.
 
@@ -300,6 +318,10 @@ def fit_stacked(
         device: Where to train.
         quiet: No progress bars.
         bar: An open progress display to add the epoch bar to (instead of opening one).
+        precision: "fp32" (default: the numbers of ``fit``), "tf32" (fp32 with TensorFloat-32
+            matrix products and convolutions on CUDA; the same as fp32 on the CPU) or "bf16"
+            (TF32 plus ``torch.autocast`` to bfloat16: products in bf16, losses and
+            weights in fp32). A speed option for CUDA retraining; off by default.
 
     Returns:
         A :class:`StackedFit`; ``models[i]`` is member i, trained, in eval mode.
@@ -309,17 +331,39 @@ def fit_stacked(
             ``engine="bmm"`` for a model that has no stacked form.
     """
     _check(spec, train, recipe, members, engine)
+    check_choice(precision, "precision", "fit_stacked()", PRECISIONS)
     device = torch.device(device)
     nets = [spec.build(m.init_seed) for m in members]
     ok, why = stackable(nets[0])
     if engine == "bmm" and not ok:
         raise ParameterError(f"fit_stacked(engine='bmm') cannot stack this model: {why}. Use engine='loop'.")
     chosen = "bmm" if (engine == "auto" and ok) else ("loop" if engine == "auto" else engine)
-    with torch.enable_grad():
+    with torch.enable_grad(), arithmetic(precision, device):
         if bar is not None:
-            return _run(chosen, nets, train, recipe, members, batch_inputs, device, bar)
-        with progress(quiet) as own:
-            return _run(chosen, nets, train, recipe, members, batch_inputs, device, own)
+            fitted = _run(chosen, nets, train, recipe, members, batch_inputs, device, bar)
+        else:
+            with progress(quiet) as own:
+                fitted = _run(chosen, nets, train, recipe, members, batch_inputs, device, own)
+    return dataclasses.replace(fitted, precision=precision)
+
+
+@contextlib.contextmanager
+def arithmetic(precision: str, device: torch.device) -> Iterator[None]:
+    """Inside the block, matrix products run in ``precision`` (see :func:`fit_stacked`);
+    the TF32 switches are restored after it."""
+    if precision == "fp32":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        if precision == "bf16":
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def _run(engine: str, nets: list[nn.Module], train: ImageSet, recipe: Recipe, members: Sequence[Member],
@@ -462,25 +506,12 @@ def _fit_bmm(nets: list[nn.Module], train: ImageSet, recipe: Recipe, members: Se
     history: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     epochs = bar.add_task("epochs", total=recipe.epochs)
+    loop = _Epoch(stack, optimizer, recipe, batch_inputs, train.y, gens, dev_gens, attack, bar)
     for epoch in range(recipe.epochs):
         t0 = time.perf_counter()
         order = to_device(torch.stack([r[torch.randperm(n, generator=g)] for r, g in zip(rows, gens, strict=True)]),
                           device)
-        loss_sum = torch.zeros(len(members), dtype=torch.float64, device=device)
-        correct = torch.zeros(len(members), dtype=torch.int64, device=device)
-        task = bar.add_task(f"epoch {epoch + 1}", total=steps)
-        for step in range(steps):
-            idx = order[:, step * size : (step + 1) * size]
-            xb = batch_inputs(idx).to(device)
-            if recipe.augment != "none":
-                xb = torch.stack([augment_batch(x, recipe.augment, g) for x, g in zip(xb, gens, strict=True)])
-            yb = train.y[idx]
-            xb = attack(stack, xb, yb, dev_gens)
-            losses, hits = _step(stack, optimizer, xb, yb, lr_at(recipe, epoch, step, steps))
-            loss_sum += losses * idx.shape[1]
-            correct += hits
-            bar.advance(task)
-        bar.remove_task(task)
+        loss_sum, correct = loop(epoch, order)
         bar.advance(epochs)
         loss_mean, acc = (loss_sum / n).tolist(), (correct / n).tolist()  # the epoch's one read
         history.append({"epoch": epoch + 1, "lr": lr_at(recipe, epoch, steps - 1, steps),
@@ -493,6 +524,43 @@ def _fit_bmm(nets: list[nn.Module], train: ImageSet, recipe: Recipe, members: Se
     share = len(attack.attacked) / len(members)  # attack steps run only for the attacked members
     flops = (stack.flops(n) + attack.steps * share * stack.attack_flops(n)) * recipe.epochs
     return StackedFit(tuple(nets), "bmm", history, seconds, flops)
+
+
+@dataclass
+class _Epoch:
+    """The stacked step loop of one epoch, free of host synchronisation: ``self(epoch,
+    order)`` with ``order`` (M, n) the members' row orders on the device returns the
+    members' Σ batch loss × batch size (float64) and correct counts, on the device."""
+
+    stack: _Stack
+    optimizer: torch.optim.Optimizer
+    recipe: Recipe
+    batch_inputs: BatchInputFn
+    y: torch.Tensor
+    gens: Sequence[torch.Generator]
+    dev_gens: Sequence[torch.Generator]
+    attack: _StackedPGD
+    bar: Any
+
+    def __call__(self, epoch: int, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        recipe, (m, n), size = self.recipe, order.shape, self.recipe.batch_size
+        steps = (n + size - 1) // size
+        loss_sum = torch.zeros(m, dtype=torch.float64, device=order.device)
+        correct = torch.zeros(m, dtype=torch.int64, device=order.device)
+        task = self.bar.add_task(f"epoch {epoch + 1}", total=steps)
+        for step in range(steps):
+            idx = order[:, step * size : (step + 1) * size]
+            xb = self.batch_inputs(idx).to(order.device)
+            if recipe.augment != "none":
+                xb = torch.stack([augment_batch(x, recipe.augment, g) for x, g in zip(xb, self.gens, strict=True)])
+            yb = self.y[idx]
+            xb = self.attack(self.stack, xb, yb, self.dev_gens)
+            losses, hits = _step(self.stack, self.optimizer, xb, yb, lr_at(recipe, epoch, step, steps))
+            loss_sum += losses * idx.shape[1]
+            correct += hits
+            self.bar.advance(task)
+        self.bar.remove_task(task)
+        return loss_sum, correct
 
 
 def _step(stack: _Stack, optimizer: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor,
