@@ -6,8 +6,8 @@ options (default, check, help), whether a higher score is better, and what it ne
 ``gradaudit metrics`` and the contract tests read this registry; adding a metric is its
 module and one :func:`register` call.
 
-Option defaults are read from the metric function's own signature, so each default is
-written once (in the function) and the registry cannot drift from it.
+Option defaults are read from the metric function's own signature, and the list-valued
+options are checked by the function's own checks, so neither can drift from the function.
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ from ..masking.fill import FILLS
 from ..masking.ranking import RANK_BY
 from . import perturbation as _perturbation
 from . import sample_quality as _sample_quality
+from ._curves import check_fractions
 from .degradation import BOTH, PATCH_FILLS, PATCH_SCORES, degradation
 from .diffroar import diffroar, kar, roar
 from .leakage import leakage
-from .retrain_setup import RETRAIN_FILLS
+from .retrain_setup import RETRAIN_FILLS, _check_levels
 from .road import ROAD_ORDERS, ROAD_RANKS, road
 
 __all__ = ["METRICS", "NEEDS", "MetricSpec", "Subject", "evaluate", "get_metric", "register"]
@@ -212,7 +213,7 @@ def _fractions(high: float) -> Check:
 
 
 def _optional_fractions(v: Any, n: str, c: str) -> tuple[float, ...] | None:
-    return None if v is None else _fractions(1.0)(v, n, c)
+    return None if v is None else check_fractions(v, n, c)
 
 
 def _options(function: Callable[..., Any], table: Mapping[str, tuple[Check, str]]) -> dict[str, Option]:
@@ -232,7 +233,7 @@ def _retrain_compute(function: Callable[..., Any]) -> Callable[..., Any]:
 
 def _retrain_options(function: Callable[..., Any]) -> dict[str, Option]:
     return _options(function, {
-        "levels": (_fractions(1.0), "fractions of coordinates kept (top-k) or removed"),
+        "levels": (lambda v, n, c: _check_levels(v, c), "fractions of coordinates kept (top-k) or removed"),
         "seeds": (_int_at_least(1), "retrains per level and arm"),
         "fill": (_choice(RETRAIN_FILLS), "value of the removed coordinates"),
         "rank": (_choice(RANK_BY), "rank single coordinates or channel-summed pixels"),
@@ -266,7 +267,7 @@ def _road_compute(s: Subject, o: dict[str, Any], seed: int, device: Any, quiet: 
 
 register(MetricSpec(
     "road", road, _road_compute, _options(road, {
-        "percentages": (_fractions(1.0), "fractions of coordinates removed"),
+        "percentages": (check_fractions, "fractions of coordinates removed"),
         "order": (_choice(tuple(ROAD_ORDERS)), "morf, lerf or both"),
         "fill": (_choice(FILLS), "imputation of removed coordinates"),
         "rank": (_choice(ROAD_RANKS), "rank channel-summed pixels or single coordinates"),

@@ -89,11 +89,9 @@ def _method(value: Any) -> None:
 
 
 def _dataset(value: Any) -> None:
-    from .._validation import unknown_name
     from ..data import DATASETS
 
-    if value not in DATASETS:
-        raise ParameterError(unknown_name("dataset", value, DATASETS))
+    DATASETS.lookup(value)
 
 
 Levels = Annotated[list[float], library_check(_levels)]

@@ -7,7 +7,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from .._validation import unknown_name
 from .registry import MODELS, build
 
 __all__ = ["ModelSpec"]
@@ -28,7 +27,7 @@ class ModelSpec(BaseModel):
     @classmethod
     def _known(cls, name: str) -> str:
         if name not in MODELS:
-            raise ValueError(unknown_name("model", name, MODELS))
+            raise ValueError(MODELS.unknown(name))
         return name
 
     def build(self, seed: int | None = 0) -> nn.Module:
