@@ -1,6 +1,10 @@
-"""cifar10 and imagenet10 studies at --quick scale, on small files in the real formats."""
+"""cifar10 and imagenet10 studies at --quick scale, on small files in the real formats, and
+cifar10 on the real CIFAR-10 files (binary version) at a smaller scale still."""
 
 import json
+import math
+import os
+from pathlib import Path
 
 import pytest
 
@@ -32,7 +36,7 @@ def test_cifar10_quick_on_pickle_batches(tmp_path, monkeypatch):
     write_cifar_folder(tmp_path / "data", "cifar10", files)
     out = tmp_path / "study"
     run_study("cifar10", quick=True, out=out, quiet=True, data_root=tmp_path / "data",
-              overrides=["data_options.verify=false"])
+              overrides=["data_options.verify=false", "diffroar.seeds=1"])
     record = _check(out, ["ResNet9", "ResNet9 ℓ∞ 8/255"])
     assert record["config"]["diffroar"]["fill"] == "mean"  # 0 in the normalised space of the paper
 
@@ -43,3 +47,34 @@ def test_imagenet10_quick_on_an_image_tree(tmp_path, monkeypatch):
     out = tmp_path / "study"
     run_study("imagenet10", quick=True, out=out, quiet=True, data_root=tree["root"])
     _check(out, ["ResNet18"])
+
+
+_ONE_MODEL = ("models=[{label: ResNet9, model: resnet9, normalize: true, "
+              "model_options: {width: 16, stem_pool: 2}, "
+              "recipe: {epochs: 2, lr: 0.1, momentum: 0.9, weight_decay: 0.0005, schedule: onecycle}}]")
+
+
+def test_cifar10_on_the_real_binary_files(tmp_path):
+    """The quick settings, cut to one model, 1,000 images and one seed, on real CIFAR-10:
+    DiffROAR, the random control and the mask-only control for the model."""
+    from gradaudit.data.cifar import CIFAR_BIN_SETS
+
+    layout = CIFAR_BIN_SETS["cifar10"]
+    root = os.environ.get("GRADAUDIT_DATA")
+    names = [s.name for specs in layout.batches.values() for s in specs]
+    if not root or not all((Path(root) / layout.folder / n).is_file() for n in names):
+        pytest.skip(f"CIFAR-10 binary files not found: set GRADAUDIT_DATA to a folder holding "
+                    f"{layout.folder}/ (CI points it at ../shared/data).")
+    out = tmp_path / "study"
+    run_study("cifar10", quick=True, out=out, quiet=True, data_root=root,
+              overrides=["n_train=1000", "n_test=1000", "diffroar.seeds=1", _ONE_MODEL])
+    record = _check(out, ["ResNet9"])
+    res = record["results"]
+    assert res["models"][0]["test_accuracy"] > 0.2  # real images and labels: well above chance (0.1)
+    d = res["diffroar"]["label"]["ResNet9"]
+    for ranking in ("attribution", "random"):
+        values = d["curves"][ranking]["diffroar"]["mean"]
+        assert len(values) == 2 and all(math.isfinite(v) for v in values)
+        mask_only = d["leakage"][ranking]["mask_only_diffroar"]["mean"]
+        assert len(mask_only) == 2 and all(math.isfinite(v) for v in mask_only)
+    assert d["curves"]["random"]["diffroar"]["mean"][-1] == 0.0
