@@ -105,7 +105,8 @@ class ModelGradient:
 def _plain_sum(grad_fn: GradFn, points: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     k, m = points.shape[:2]
     g = grad_fn(points.reshape(k * m, *points.shape[2:]), t.repeat(k))
-    return torch.tensordot(w, g.view(k, -1), dims=1).view(points.shape[1:])
+    # reshape, not view: a channels-last model's input gradient is not contiguous
+    return torch.tensordot(w, g.reshape(k, -1), dims=1).view(points.shape[1:])
 
 
 def weighted_gradient_sum(
