@@ -14,8 +14,9 @@ with gradaudit's probability curve (max |Δ| ≤ 1e-6), then both sides are time
 median of --repeats runs.
 
 Models: the project's MLP 784-256-256-10 and its small CNN, each trained one short epoch.
-Both sides run the same forward passes (one per step per batch), so the ratio is bounded by
-the model's share of the time: the CNN case shows that bound.
+Both sides run one forward per step per batch; gradaudit's run with the convolution weights
+channels-last (oneDNN's fast CPU layout; ``attribution._core.fast_layout``), which is most
+of its lead on the CNN, where the forwards are most of the time.
 
 Usage: python bench/perturb_vs_quantus.py [--n 256] [--repeats 5] [--threads 1] [--small]
 (``--small``: 4 images, 256 training images, 7× larger steps, one timing; a smoke test, not a measurement)
