@@ -13,9 +13,9 @@ from torch import nn
 
 from .._progress import progress
 from .._provenance import provenance
+from .._torch_utils import eval_mode
 from .._validation import ParameterError, check_bool, check_choice, check_int
 from ..attribution._core import fast_layout
-from ..training.attacks import eval_mode
 from ._curves import (
     Curve,
     check_common,

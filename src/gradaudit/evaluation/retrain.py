@@ -30,12 +30,12 @@ import torch
 from .._io import read_json, to_jsonable, write_json
 from .._progress import progress
 from .._provenance import provenance
+from .._torch_utils import eval_mode
 from .._validation import ParameterError
 from ..data.imageset import ImageSet
 from ..masking.fill import MASK_VIEW, fill_masked, mask_view  # MASK_VIEW re-exported
 from ..masking.ranking import keep_mask_count
 from ..models.spec import ModelSpec
-from ..training.attacks import eval_mode
 from ..training.ensemble import InputFn, Member, StackedFit, fit_stacked
 from ..training.recipe import Recipe
 

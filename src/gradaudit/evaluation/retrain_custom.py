@@ -32,10 +32,10 @@ import torch
 from torch import nn
 
 from .._progress import progress
+from .._torch_utils import eval_mode
 from .._validation import ParameterTypeError
 from ..data.imageset import ImageSet
 from ..models.spec import ModelSpec
-from ..training.attacks import eval_mode
 from ..training.ensemble import apply_inputs
 from ..training.recipe import Recipe
 from .retrain import Arm, Ranking, _inputs, _Store, tensor_digest

@@ -11,11 +11,11 @@ from torch import nn
 
 from .._progress import progress
 from .._provenance import provenance
+from .._torch_utils import eval_mode
 from .._validation import ParameterError, check_bool, check_choice, check_float
 from ..attribution._core import fast_layout
 from ..masking.fill import FILLS, fill_masked
 from ..masking.ranking import keep_mask_count, scores
-from ..training.attacks import eval_mode
 from ._curves import (
     Curve,
     check_common,

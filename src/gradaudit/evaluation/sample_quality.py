@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .._progress import progress
+from .._torch_utils import eval_mode
 from .._validation import (
     ParameterError,
     ParameterTypeError,
@@ -31,7 +32,6 @@ from .._validation import (
     check_int,
     unknown_name,
 )
-from ..training.attacks import eval_mode
 from ..training.metrics import accuracy
 
 if TYPE_CHECKING:
