@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .._progress import progress
-from .._torch_utils import eval_mode
+from .._torch_utils import eval_mode, model_device
 from .._validation import (
     ParameterError,
     ParameterTypeError,
@@ -102,11 +102,6 @@ def _check_shape(shape: Sequence[int], caller: str) -> tuple[int, int, int]:
     return tuple(check_int(s, "shape", caller, 1) for s in shape)  # type: ignore[return-value]
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def _model_dtype(model: nn.Module) -> torch.dtype:
     p = next(model.parameters(), None)
     return p.dtype if p is not None and p.dtype.is_floating_point else torch.float32
@@ -114,7 +109,7 @@ def _model_dtype(model: nn.Module) -> torch.dtype:
 
 def _check_classes(model: nn.Module, shape: tuple[int, ...], target: torch.Tensor, caller: str) -> None:
     """One cheap forward to check that every target is one of the model's classes."""
-    probe = torch.zeros(1, *shape, device=_model_device(model), dtype=_model_dtype(model))
+    probe = torch.zeros(1, *shape, device=model_device(model), dtype=_model_dtype(model))
     with torch.no_grad(), eval_mode(model):
         classes = model(probe).shape[1]
     if int(target.max()) >= classes:
@@ -206,7 +201,7 @@ def activation_maximization(
     center, spread = (lo + hi) / 2, 0.2 * (hi - lo)
     gen = torch.Generator().manual_seed(seed)
     x0 = (center + spread * torch.randn(len(y), *shape, generator=gen, dtype=torch.float64)).clamp(lo, hi)
-    device = _model_device(model)
+    device = model_device(model)
     sums = torch.zeros(steps + 1, dtype=torch.float64)
     chunks = []
     with eval_mode(model), torch.enable_grad(), progress(quiet) as bar:
@@ -262,7 +257,7 @@ def gan_test(
             f"targets. Got {tuple(samples.shape)}."
         )
     check_int(batch_size, "batch_size", caller, 1)
-    return accuracy(proxy, samples, y, batch_size=batch_size, device=_model_device(proxy))
+    return accuracy(proxy, samples, y, batch_size=batch_size, device=model_device(proxy))
 
 
 def gan_test_targets(
@@ -354,7 +349,7 @@ def gan_test_score(
 
 def _target_probability(proxy: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
     """The proxy's softmax probabilities (N, K) of ``x``, in eval mode, on the CPU."""
-    device = _model_device(proxy)
+    device = model_device(proxy)
     with torch.no_grad(), eval_mode(proxy):
         out = [proxy(x[i : i + batch_size].to(device=device, dtype=_model_dtype(proxy))).float().softmax(1).cpu()
                for i in range(0, len(x), batch_size)]
