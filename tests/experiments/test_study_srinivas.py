@@ -65,3 +65,25 @@ def test_cifar10_quick_on_pickle_batches_uses_softplus_resnets(tmp_path, monkeyp
     assert isinstance(res["gan_test"]["saturated"], bool) and res["gan_test"]["reason"]
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "GAN-test" in html and "saturat" in html
+
+
+def test_saturated_gan_test_is_flagged_in_results_and_findings():
+    """The Fashion-MNIST pattern (three models at 100%) sets the flag and the findings say so."""
+    from gradaudit.experiments.srinivas import GanTestSettings, _findings, _saturation
+
+    scores = {"baseline": (1.0, 0.97), "gradient norm": (1.0, 0.96), "score matching": (0.955, 0.88),
+              "anti-score matching": (1.0, 0.98)}
+    rows = [{"model": k, "test_accuracy": 0.89, "gan_test": a, "gan_test_probability": p, "gradient_norm": 1.0,
+             "pixel_perturbation_area": 0.5} for k, (a, p) in scores.items()]
+    sat = _saturation(rows, GanTestSettings())
+    assert sat["saturated"] and sat["score"] == "accuracy" and sat["at_ceiling"] == [
+        "baseline", "gradient norm", "anti-score matching"]
+    assert not sat["probability"]["saturated"]  # the graded score still has a 10% spread
+    results = {"models": rows, "gan_test": sat, "proxy": {"model": "proxy (MLP)", "test_accuracy": 0.82,
+                                                          "gan_test_on_real_images": 0.83, "n_real": 200}}
+    text = " ".join(_findings(results))
+    assert "GAN-test SATURATED: 3 of 4 models score ≥ 99%" in text and "not evidence" in text
+    assert "test accuracy 82.0%" in text
+    fine = _saturation([r | {"gan_test": a} for r, a in zip(rows, (0.8, 0.6, 0.9, 0.4), strict=True)],
+                       GanTestSettings())
+    assert not fine["saturated"]
