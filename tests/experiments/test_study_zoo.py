@@ -9,6 +9,7 @@ from gradaudit import ParameterError, attribution
 from gradaudit.experiments import run_study, study_config
 
 from clirun import run_cli
+from fileformats import small_cifar10_root
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +55,8 @@ def test_method_and_dataset_selection_is_validated():
     with pytest.raises(ParameterError, match="unknown attribution methods"):
         study_config("zoo", overrides=["methods=[gradd]"])
     with pytest.raises(ParameterError, match="datasets"):
-        study_config("zoo", overrides=["datasets=[cifar10]"])
+        study_config("zoo", overrides=["datasets=[cifar100]"])
+    assert study_config("zoo").datasets == ["blockmnist", "fmnist"]  # CIFAR-10 only when asked for
 
 
 def test_cli_methods_and_datasets_flags(capsys):
@@ -62,3 +64,24 @@ def test_cli_methods_and_datasets_flags(capsys):
     assert code == 0 and "methods:\n- grad\n- ig\n" in out and "datasets:\n- fmnist\n" in out
     code, _, err = run_cli(capsys, "run", "zoo", "--print-config", "--methods", "grad,bogus")
     assert code == 2 and "unknown attribution methods ['bogus']" in err
+
+
+def test_cifar10_column_pair_on_small_files_in_the_real_format(tmp_path, monkeypatch):
+    """The CIFAR-10 columns (standard and ℓ2-robust ResNet9): cells filled, no BlockMNIST leakage,
+    and every metric finite."""
+    monkeypatch.setenv("GRADAUDIT_OFFLINE", "1")
+    root = small_cifar10_root(tmp_path / "data")
+    out = tmp_path / "zoo"
+    run_study("zoo", quick=True, out=out, quiet=True, data_root=root,
+              overrides=["datasets=[cifar10]", "methods=[grad, ig, random]", "data_options.verify=false"])
+    record = json.loads((out / "results.json").read_text())
+    models = record["results"]["models"]
+    assert [(m["dataset"], m["model"]) for m in models] == [("cifar10", "ResNet9"), ("cifar10", "ResNet9 ℓ2 0.5")]
+    assert record["config"]["cifar10"]["models"][1]["recipe"]["attack"] == "l2"
+    cells = record["results"]["cells"]
+    assert len(cells) == 6 and all(c["applicable"] for c in cells)  # ig: channels-last gradients
+    for c in cells:
+        assert "null mass" not in c  # no block masks on CIFAR: no leakage columns
+        for key in ("DiffROAR mean", "ROAD gap", "pixel perturbation", "seconds_per_1000"):
+            assert isinstance(c[key], float) and math.isfinite(c[key]), (c["model"], c["method"], key)
+    assert "Leaderboard" in (out / "report.html").read_text(encoding="utf-8")
