@@ -189,7 +189,139 @@ def block_studies(res: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-NEEDS = {"main-timing": ("main",), "synthetic": ("synthetic",), "blockmnist": ("blockmnist",), "studies": ()}
+# ---------------------------------------------------------------------------- other committed runs
+# Blocks rendered from single runs committed beside the main job's files (not --import'ed:
+# each is a copy of one run's results.json, or of examples/own_model.py's result).
+
+def _revision(rec: Mapping[str, Any]) -> str:
+    git = rec.get("git") or (rec.get("provenance") or {}).get("git") or {}
+    if not git.get("commit"):
+        return "no git revision recorded"
+    return f"revision `{git['commit'][:7]}`" + (" with uncommitted changes" if git.get("dirty") else "")
+
+
+def _run_provenance(rec: Mapping[str, Any]) -> str:
+    """Wall time and revision of a committed study run, and what its file does not record."""
+    wall = f"{duration(rec['wall_time_s'])}, " if "wall_time_s" in rec else "no wall time recorded, "
+    return f"{wall}{_revision(rec)}; the file records no date, machine or load"
+
+
+def _first_below_one(levels: list[float]) -> int:
+    return next((i for i, lv in enumerate(levels) if lv < 1), 0)
+
+
+def block_cifar10_quick(extra: Mapping[str, Mapping[str, Any]]) -> str:
+    rec = extra["cifar10-quick"]
+    r, cfg = rec["results"], rec["config"]
+    first = cfg["models"][0]
+    target = cfg["targets"][0]
+    curves = r["diffroar"][target]
+    lines = [f"**CIFAR-10, quick** (`gradaudit run {rec['study']}{' --quick' if rec['quick'] else ''}` on the real "
+             f"CIFAR-10 files; {_run_provenance(rec)}; the file holds the merged config, not the command line): "
+             f"{cfg['n_train']:,} training and {cfg['n_test']:,} test images, ResNet9 of width "
+             f"{first['model_options']['width']}, {first['recipe']['epochs']} epochs, DiffROAR of input gradients "
+             f"(target: the true label) with {cfg['diffroar']['seeds']} retraining seeds, {cfg['diffroar']['fill']} "
+             "fill.", "",
+             "| model | test acc. | DiffROAR | random attribution | mask-only DiffROAR | DiffROAR − mask-only "
+             "| ROAD gap |", "|---|---|---|---|---|---|---|"]
+    acc = {m["model"]: m["test_accuracy"] for m in r["models"]}
+    summary = {}
+    for label, d in curves.items():
+        i = _first_below_one(d["levels"])
+        at = f" at k = {pct(d['levels'][i])}"
+        real = d["curves"]["attribution"]["diffroar"]["mean"][i]
+        rnd = d["curves"]["random"]["diffroar"]["mean"][i] if "random" in d["curves"] else None
+        leak = d.get("leakage", {}).get("attribution")
+        mask = leak["mask_only_diffroar"]["mean"][i] if leak else None
+        rest = leak["diffroar_minus_mask_only"]["mean"][i] if leak else None
+        summary[label] = (real, rest)
+        road = r.get("road", {}).get(label)
+        lines.append(f"| {label} | {pct(acc[label])} | **{signed(real)}**{at} | "
+                     f"{signed(rnd) if rnd is not None else 'n/a'} | {signed(mask) if mask is not None else 'n/a'} | "
+                     f"{signed(rest) if rest is not None else 'n/a'} | "
+                     f"{signed(road['score']) if road else 'n/a'} |")
+    lines.append("")
+    ranked = sorted(summary, key=lambda lab: summary[lab][0], reverse=True)
+    robust = [lab for lab in summary if any(m["label"] == lab and m["recipe"].get("attack")
+                                            for m in cfg["models"])]
+    if robust and len(ranked) > 1:
+        top = ranked[0]
+        agrees = top in robust
+        text = (f"{top} has the higher DiffROAR: " + ("this agrees with" if agrees else "the opposite of")
+                + " the paper's claim that robust models' gradients are more discriminative at small k.")
+        if all(rest is not None for _, rest in summary.values()):
+            after = sorted(summary, key=lambda lab: summary[lab][1], reverse=True)
+            text += (" The mask-only control explains it: models retrained on the keep-mask alone, with no pixel "
+                     "values, reach at least the same DiffROAR, so no model's gradient carries more than its "
+                     "mask's shape" if all(rest <= 0 for _, rest in summary.values())
+                     else " After subtracting the mask-only DiffROAR the order is " + ", ".join(after))
+            text += "; " + ("the ordering survives the subtraction." if after == ranked
+                            else "the ordering does not survive the subtraction.")
+        lines.append(text + " A quick run: small models and few images, far from the paper's size.")
+    return "\n".join(lines) + "\n"
+
+
+_SRINIVAS = (("srinivas-fmnist-quick-before", "Fashion-MNIST, quick, before the robust proxy and the flag"),
+             ("srinivas-fmnist-quick", "Fashion-MNIST, quick"),
+             ("srinivas-cifar10-quick", "CIFAR-10, quick"),
+             ("srinivas-cifar10-reduced", "CIFAR-10, reduced CPU size"))
+
+
+def _flag(gan: Mapping[str, Any]) -> str:
+    """The saturation flag's verdict and its reason, as the run wrote it."""
+    reason = gan["reason"]
+    return ("**saturated**, " if gan["saturated"] and not reason.startswith("saturated") else "") + reason
+
+
+def block_srinivas(extra: Mapping[str, Mapping[str, Any]]) -> str:
+    lines = ["| run | model | test acc. | GAN-test | mean target probability | DiffROAR of input gradients |",
+             "|---|---|---|---|---|---|"]
+    notes = []
+    for name, title in _SRINIVAS:
+        if name not in extra:
+            continue
+        rec = extra[name]
+        r, cfg = rec["results"], rec["config"]
+        for m in r["models"]:
+            d = r.get("diffroar", {}).get(m["model"])
+            dr = (f"{signed(d['curves']['attribution']['diffroar']['mean'][0])} at k = {pct(d['levels'][0])}"
+                  if d else "n/a")
+            prob = f"{m['gan_test_probability']:.3f}" if "gan_test_probability" in m else "not recorded"
+            lines.append(f"| {title} | {m['model']} | {pct(m['test_accuracy'], 1)} | {pct(m['gan_test'], 1)} | "
+                         f"{prob} | {dr} |")
+        proxy = r["proxy"]
+        gan = r.get("gan_test") or {}
+        claim = next((f for f in r["findings"] if f.startswith("Srinivas & Fleuret's claim")), None)
+        flag = (f"Saturation flag, GAN-test: {_flag(gan)} Target probability: {_flag(gan['probability'])}"
+                if "saturated" in gan and "probability" in gan
+                else "No saturation flag or target probability recorded (the file predates them).")
+        notes.append(f"- **{title}** (`srinivas` on `{cfg['dataset']}`, {cfg['n_train']:,} training images, "
+                     f"{cfg['recipe']['epochs']} epochs; {_run_provenance(rec)}). GAN-test {proxy['model']} with test "
+                     f"accuracy {pct(proxy['test_accuracy'], 1)}; {flag} {claim or ''}")
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
+def block_own_model(extra: Mapping[str, Mapping[str, Any]]) -> str:
+    rec = extra["own_model_example"]
+    cfg = rec["config"]
+    att, rnd = rec["curves"]["attribution"]["diffroar"], rec["curves"].get("random", {}).get("diffroar")
+    lines = [f"**Your own model** (`python examples/own_model.py`: the example's CNN, its own training loop, "
+             f"{cfg['train']['n']:,} training images of shape {'×'.join(str(n) for n in cfg['train']['input_shape'])}; "
+             f"{len(rec['seeds'])} retraining seeds, {cfg['fill']} fill; {_revision(rec)}; the file records no "
+             "wall time, date or machine).", "",
+             f"| k | DiffROAR of `{cfg['method']}` (mean ± std over seeds) | random attribution |", "|---|---|---|"]
+    for i, lv in enumerate(rec["levels"]):
+        lines.append(f"| {pct(lv)} | **{signed(att['mean'][i])}** ± {att['std'][i]:.3f} | "
+                     f"{signed(rnd['mean'][i]) if rnd else 'n/a'} |")
+    return "\n".join(lines) + "\n"
+
+
+NEEDS = {"main-timing": ("main",), "synthetic": ("synthetic",), "blockmnist": ("blockmnist",), "studies": (),
+         "cifar10-quick": (), "srinivas": (), "own-model": ()}  # the main job's files a block needs
+# blocks rendered from other committed runs, by the files (docs/results/<name>.json) they read
+FILES = {"cifar10-quick": ("cifar10-quick",),
+         "srinivas": tuple(name for name, _ in _SRINIVAS),
+         "own-model": ("own_model_example",)}
 
 
 def placeholder(missing: list[str]) -> str:
@@ -203,6 +335,9 @@ BLOCKS: dict[str, Callable[[Mapping[str, Mapping[str, Any]]], str]] = {
     "synthetic": block_synthetic,
     "blockmnist": block_blockmnist,
     "studies": block_studies,
+    "cifar10-quick": block_cifar10_quick,
+    "srinivas": block_srinivas,
+    "own-model": block_own_model,
 }
 
 
@@ -214,12 +349,33 @@ def load_results(folder: Path = RESULTS) -> dict[str, dict[str, Any]]:
             if (folder / f"{p}.json").is_file()}
 
 
-def render(text: str, results: Mapping[str, Mapping[str, Any]]) -> str:
-    """``text`` with every marked block replaced by its rendering from ``results``."""
+def load_extra(folder: Path = RESULTS) -> dict[str, dict[str, Any]]:
+    """docs/results/<name>.json of the other committed runs that blocks read (see FILES)."""
+    names = {n for files in FILES.values() for n in files}
+    return {n: json.loads((folder / f"{n}.json").read_text(encoding="utf-8")) for n in sorted(names)
+            if (folder / f"{n}.json").is_file()}
+
+
+def extra_placeholder(name: str) -> str:
+    files = ", ".join(f"`docs/results/{p}.json`" for p in FILES[name])
+    return f"_Not measured at this revision: {files} missing._\n"
+
+
+def render(text: str, results: Mapping[str, Mapping[str, Any]],
+           extra: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """``text`` with every marked block replaced by its rendering from ``results`` (the main job's
+    files) and ``extra`` (the other committed runs; default: read from docs/results)."""
+    extra = load_extra() if extra is None else extra
+
     def sub(m: re.Match[str]) -> str:
         name = m["name"]
         if name not in BLOCKS:
             raise SystemExit(f"render_readme: unknown block <!-- results:{name} -->; known: {', '.join(BLOCKS)}")
+        if name in FILES:
+            # the srinivas block shows the runs it has; the others need their one file
+            have = [f for f in FILES[name] if f in extra]
+            ok = bool(have) if name == "srinivas" else len(have) == len(FILES[name])
+            return m.group(1) + (BLOCKS[name](extra) if ok else extra_placeholder(name)) + m.group(4)
         missing = [p for p in NEEDS[name] if p not in results]
         return m.group(1) + (placeholder(missing) if missing else BLOCKS[name](results)) + m.group(4)
 

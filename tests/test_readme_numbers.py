@@ -92,6 +92,19 @@ def results():
     return rr.load_results()
 
 
+@pytest.fixture(scope="module")
+def extra():
+    """The other committed runs (cifar10 --quick, srinivas, the own-model example) the blocks read."""
+    return rr.load_extra()
+
+
+def _numbers_of(records) -> tuple[list[float], set[str]]:
+    numbers: list[float] = []
+    strings: set[str] = set()
+    _leaves(records, numbers, strings)
+    return numbers, strings
+
+
 def test_every_block_is_present_once():
     names = [m["name"] for m in rr._BLOCK.finditer(README)]
     assert sorted(names) == sorted(rr.BLOCKS), names
@@ -105,12 +118,56 @@ def test_readme_blocks_are_what_the_results_files_render(results):
     assert rendered == README
 
 
-def test_every_number_in_a_block_comes_from_the_files(results):
-    numbers: list[float] = []
-    strings: set[str] = set()
-    _leaves(results, numbers, strings)
+def test_every_number_in_a_block_comes_from_the_files(results, extra):
+    main_numbers, main_strings = _numbers_of(results)
     for name, body in rr.blocks(README).items():
+        if name in rr.FILES:  # a block of another committed run: only its own files explain its numbers
+            numbers, strings = _numbers_of({f: extra[f] for f in rr.FILES[name] if f in extra})
+        else:
+            numbers, strings = main_numbers, main_strings
         assert unexplained_numbers(body, numbers, strings) == [], name
+
+
+def test_every_results_file_is_read_by_a_block(results, extra):
+    """Each docs/results/*.json is the main job's or read by a block, and each file a block reads exists."""
+    on_disk = {p.stem for p in (ROOT / "docs" / "results").glob("*.json")}
+    read = set(rr.PARTS) | {f for files in rr.FILES.values() for f in files}
+    assert {f for files in rr.FILES.values() for f in files} <= on_disk
+    unread = on_disk - read
+    assert unread <= {"zoo-cifar10-quick"}, f"results files no block reads: {sorted(unread)}"
+    assert set(extra) == read - set(rr.PARTS)
+
+
+def test_other_runs_blocks_quote_their_files(extra):
+    """The cifar10 block's table is the file's per-model numbers; its verdict follows the file."""
+    body = rr.blocks(README)["cifar10-quick"]
+    r = extra["cifar10-quick"]["results"]
+    for m in r["models"]:
+        row = next(line for line in body.splitlines() if line.startswith(f"| {m['model']} |"))
+        assert rr.pct(m["test_accuracy"]) in row
+        d = r["diffroar"]["label"][m["model"]]
+        assert rr.signed(d["curves"]["attribution"]["diffroar"]["mean"][0]) in row
+        assert rr.signed(d["leakage"]["attribution"]["mask_only_diffroar"]["mean"][0]) in row
+        assert rr.signed(r["road"][m["model"]]["score"]) in row
+    best = max(r["diffroar"]["label"],
+               key=lambda lab: r["diffroar"]["label"][lab]["curves"]["attribution"]["diffroar"]["mean"][0])
+    assert f"{best} has the higher DiffROAR" in body
+    assert rr.duration(extra["cifar10-quick"]["wall_time_s"]) in body
+    sri = rr.blocks(README)["srinivas"]
+    for name, _ in rr._SRINIVAS:
+        rec = extra[name]
+        assert rr.pct(rec["results"]["proxy"]["test_accuracy"], 1) in sri
+        if "gan_test" in rec["results"]:
+            assert rec["results"]["gan_test"]["probability"]["reason"] in sri
+    own = rr.blocks(README)["own-model"]
+    assert own.count("\n| ") == 1 + len(extra["own_model_example"]["levels"])  # header + a row per level
+
+
+def test_a_missing_other_run_file_gives_the_placeholder(results):
+    body = rr.blocks(rr.render(README, results, extra={}))
+    for name in rr.FILES:
+        assert body[name] == rr.extra_placeholder(name)
+        assert unexplained_numbers(body[name], [], set()) == []
 
 
 def test_the_number_check_catches_a_made_up_number(results):
