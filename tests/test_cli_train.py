@@ -118,8 +118,8 @@ def test_invalid_values_give_one_line_and_exit_2(args, needle, tmp_path, monkeyp
     ("args", "needle"),
     [
         (["--eps", "0,a"], "--eps must be comma-separated numbers"),
-        (["--norm", "l1"], "'norm' parameter of pgd must be one of 'linf', 'l2'"),
-        (["--steps", "0"], "'steps' parameter of pgd"),
+        (["--norm", "l1"], "--norm must be one of 'linf', 'l2'"),
+        (["--steps", "0"], "--steps must be"),
     ],
 )
 def test_robustness_invalid_values(synth_run, args, needle, monkeypatch, capsys) -> None:

@@ -83,14 +83,24 @@ def test_stacked_equals_fit_alone(spec_name: str, recipe_name: str) -> None:
 @pytest.mark.parametrize("spec_name", list(SPECS))
 @pytest.mark.parametrize("recipe_name", list(RECIPES))
 def test_single_thread_is_bitwise(spec_name: str, recipe_name: str, one_thread: None) -> None:
-    """With one BLAS thread the stacked products are exactly nn.Linear's: equal weights."""
+    """With one BLAS thread the stacked products are exactly nn.Linear's: equal weights.
+
+    Softplus is the one exception: PyTorch's CPU kernel computes exp in SIMD lanes and the
+    leftover elements of a tensor with a scalar exp, so an element's last bit depends on
+    where it falls in the (M, B, H) stack versus the (B, H) batch and on the CPU's vector
+    width (seen on an AVX2 machine: 1.5e-8 after 2 Adam epochs). There the weights agree
+    to within float32 rounding instead.
+    """
     train, spec, recipe = _toy(400, 0), SPECS[spec_name], RECIPES[recipe_name]
     members = [Member(3, 7, _masker(7)), Member(4, 8), Member(5, 9, _masker(9))]
     stacked = fit_stacked(spec, train, recipe, members, quiet=True)
     for member, net in zip(members, stacked.models, strict=True):
         alone = spec.build(member.init_seed)
         fit(alone, train.with_x(apply_inputs(member.inputs, train.x)), member.recipe(recipe), quiet=True)
-        assert torch.equal(_weights(net), _weights(alone))
+        if "softplus" in spec_name:
+            torch.testing.assert_close(_weights(net), _weights(alone), rtol=0, atol=1e-6)
+        else:
+            assert torch.equal(_weights(net), _weights(alone))
 
 
 def test_stacked_does_not_depend_on_the_thread_count() -> None:

@@ -201,9 +201,10 @@ def test_progress_bars_for_epochs_and_batches(monkeypatch) -> None:
     training.fit(_net(), toy(), recipe, quiet=True)
     steps = -(-600 // 64)
     assert calls[0] == ("quiet", True)
-    assert calls[1] == ("add", "epochs", 2, 0)
+    # the epoch bar names what it trains (the model's class here: no run folder)
+    assert calls[1] == ("add", "training Sequential", 2, 0)
     assert calls.count(("advance", "epoch 1")) == steps and calls.count(("advance", "epoch 2")) == steps
-    assert calls.count(("advance", "epochs")) == 2
+    assert calls.count(("advance", "training Sequential")) == 2
     assert ("add", "epoch 2", steps, 0) in calls and ("remove", "epoch 2") in calls
 
 
