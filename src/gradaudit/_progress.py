@@ -27,7 +27,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-__all__ = ["LOGGER", "configure_log", "log_step", "progress", "reset_log", "show_progress"]
+__all__ = ["LOGGER", "configure_log", "log_config", "log_step", "progress", "reset_log", "show_progress"]
 
 LOGGER = logging.getLogger("gradaudit")
 
@@ -52,6 +52,14 @@ def configure_log(quiet: bool = False) -> None:
     LOGGER.addHandler(handler)
     LOGGER.setLevel(logging.WARNING if quiet else logging.INFO)
     LOGGER.propagate = False
+
+
+def log_config() -> bool | None:
+    """What :func:`configure_log` set in this process: its ``quiet``, or None when the step
+    lines are off (a library call). Worker processes repeat it, so their steps are logged too."""
+    if not any(isinstance(h, _StderrHandler) for h in LOGGER.handlers):
+        return None
+    return LOGGER.level > logging.INFO
 
 
 def reset_log() -> None:

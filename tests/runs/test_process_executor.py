@@ -42,3 +42,23 @@ def test_finished_store_jobs_start_no_worker(tmp_path):
     assert store.map("double", [{"x": 1}], job) == [{"y": 2}]
     out = store.map("double", [{"x": 1}, {"x": 5}], job, executor=ProcessExecutor(workers=2, threads=1))
     assert out == [{"y": 2}, {"y": 10}] and calls == [1, 5]  # x=1 was read back, not recomputed
+
+
+@pytest.mark.slow
+def test_workers_log_their_steps_when_the_cli_does(capfd):
+    """Under the CLI's step log, each worker writes its own step lines to the same stderr."""
+    from functools import partial
+
+    from gradaudit import _progress
+
+    step = partial(_progress.log_step, seconds=0.5)
+    _progress.configure_log()
+    try:
+        ProcessExecutor(workers=2, threads=1).map(step, ["model a", "model b"])
+    finally:
+        _progress.reset_log()
+    err = capfd.readouterr().err
+    assert "model a: done" not in err  # log_step words the line as given
+    assert sum(line.endswith(("model a in 0.5 s", "model b in 0.5 s")) for line in err.splitlines()) == 2, err
+    ProcessExecutor(workers=2, threads=1).map(step, ["model c", "model d"])  # library call: silent
+    assert "model c" not in capfd.readouterr().err

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from .._progress import log_config
 from .._validation import ParameterError
 from .executors import EXECUTORS
 from .store import JobTask, RunStore
@@ -22,13 +23,16 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, log_quiet: bool | None = None) -> None:
     import torch
 
     from .._allocator import tune_malloc
+    from .._progress import configure_log
 
     torch.set_num_threads(threads)
     tune_malloc()
+    if log_quiet is not None:  # the CLI logs its steps: so do the workers, on the same stderr
+        configure_log(quiet=log_quiet)
 
 
 class ProcessExecutor:
@@ -64,7 +68,7 @@ class ProcessExecutor:
             return [fn(item) for item in items]
         context = multiprocessing.get_context("spawn")  # no fork of a process with live BLAS/OpenMP threads
         with ProcessPoolExecutor(min(self.workers, len(items)), mp_context=context,
-                                 initializer=_init_worker, initargs=(self.threads,)) as pool:
+                                 initializer=_init_worker, initargs=(self.threads, log_config())) as pool:
             futures = [pool.submit(fn, item) for item in items]
             results: list[Any] = []
             first: BaseException | None = None
