@@ -465,7 +465,7 @@ def road_cmd(
     def metric(images: Any, maps: Any, silent: bool) -> Any:
         return evaluation.road(audit.model, images.x, images.y, maps, percentages=fracs, order=order, fill=fill,
                                rank=rank, absolute=absolute, mean=mean, seed=seed, device=audit.device,
-                               quiet=silent)
+                               quiet=silent, bounds=images.bounds if data is not None else None)
 
     done = cs.evaluate(audit, method, given, test, metric, target=target, fit_n=fit_n, seed=seed, quiet=quiet,
                        caller="gradaudit road")

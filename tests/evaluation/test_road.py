@@ -165,3 +165,29 @@ def test_bad_inputs_raise_before_any_work(kwargs: dict, match: str) -> None:
     rest = {k: v for k, v in args.items() if k not in ("x", "y", "attributions")}
     with pytest.raises(ParameterError, match=match):
         road(_Explodes(), args["x"], args["y"], args["attributions"], **rest)
+
+
+def test_bounds_keep_imputed_inputs_inside_the_data_box() -> None:
+    """With ``bounds``, noisy imputation never hands the model a value outside the box."""
+    seen: list[tuple[float, float]] = []
+
+    class Spy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(16, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append((float(x.min()), float(x.max())))
+            return self.lin(x.flatten(1))
+
+    g = torch.Generator().manual_seed(0)
+    x = 0.2 + 0.6 * torch.rand(8, 1, 4, 4, generator=g)  # the data live in [0.2, 0.8]
+    y, a = torch.randint(0, 2, (8,), generator=g), torch.randn(8, 1, 4, 4, generator=g)
+    model = Spy()
+    road(model, x, y, a, percentages=[0.5], noise=1.0, fill="nli")
+    assert min(lo for lo, _ in seen) < 0.2 or max(hi for _, hi in seen) > 0.8  # noise leaves the box
+    seen.clear()
+    road(model, x, y, a, percentages=[0.5], noise=1.0, fill="nli", bounds=(0.2, 0.8))
+    assert min(lo for lo, _ in seen) >= 0.2 - 1e-7 and max(hi for _, hi in seen) <= 0.8 + 1e-7  # float32 box
+    with pytest.raises(ParameterError, match="bounds"):
+        road(model, x, y, a, percentages=[0.5], bounds=(1.0, 0.0))

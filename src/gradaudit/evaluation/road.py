@@ -14,6 +14,7 @@ from .._provenance import provenance
 from .._torch_utils import eval_mode
 from .._validation import ParameterError, check_bool, check_choice, check_float
 from ..attribution._core import fast_layout
+from ..data.imageset import check_bounds
 from ..masking.fill import FILLS, fill_masked
 from ..masking.ranking import keep_mask_count, scores
 from ._curves import (
@@ -121,6 +122,7 @@ def road(
     batch_size: int = 256,
     device: str | torch.device | None = None,
     quiet: bool = True,
+    bounds: tuple[float, float] | None = None,
 ) -> RoadResult:
     """ROAD: accuracy of the unchanged model as attributed coordinates are imputed away.
 
@@ -166,6 +168,9 @@ def road(
         batch_size: Images per forward (each forward holds ``batch_size`` × orders inputs).
         device: Where to run; default the model's device.
         quiet: No progress bar.
+        bounds: The data's input box (``ImageSet.bounds``), or None (no clamp). When
+            given, imputed coordinates (noise included) are clamped into it, so a model
+            never sees inputs outside the range it was trained on; kept ones are unchanged.
 
     Returns:
         A :class:`RoadResult`.
@@ -175,6 +180,7 @@ def road(
             fill or rank, bad seed or batch size; raised before any work.
     """
     pcts = _validate(x, y, attributions, percentages, order, fill, rank, absolute, noise, mean, seed, batch_size)
+    box = None if bounds is None else check_bounds(bounds, "road")
     orders = ROAD_ORDERS[order]
     dev = model_device(model, device)
     positions = _positions(attributions, rank, absolute, seed)
@@ -196,6 +202,8 @@ def road(
                 if draws is not None:
                     extra = torch.cat([dr[i : i + batch_size] for dr in draws]).to(dev, xs.dtype)
                     xs = torch.where(keep, xs, xs + noise * extra)
+                if box is not None:
+                    xs = torch.where(keep, xs, xs.clamp(*box))
                 ok, pr = target_stats(model(xs), y[i : i + batch_size].to(dev).repeat(len(orders)))
                 b = xb.shape[0]
                 correct[:, j] += ok.view(len(orders), b).sum(1).double().cpu()
