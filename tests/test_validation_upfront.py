@@ -165,3 +165,25 @@ def test_the_console_command_exits_2_within_10_seconds(tmp_path):
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     assert cpu < 10, cpu
     _assert_no_work(out)
+
+
+OTHER_STUDIES = [
+    ("zoo", "road_percentages=[0.5,1.5]", "road_percentages must hold floats in [0, 1]"),
+    ("zoo", "leakage_ks=[0,5]", "leakage_ks must hold percents in (0, 100]"),
+    ("zoo", "methods=[gradd]", "Did you mean 'grad'?"),
+    ("zoo", "diffroar.levels=[0,0.5]", "diffroar.levels must be distinct fractions in (0, 1]"),
+    ("fmnist", "road_percentages=[0.5,1.5]", "road_percentages must hold floats in [0, 1]"),
+    ("cifar10", "diffroar.levels=[0,0.5]", "diffroar.levels must be distinct fractions in (0, 1]"),
+    ("srinivas", "diffroar.levels=[0,0.5]", "diffroar.levels must be distinct fractions in (0, 1]"),
+    ("srinivas", "dataset=cifar1O", "Did you mean 'cifar10'?"),
+]
+
+
+@pytest.mark.parametrize("study, override, message", OTHER_STUDIES, ids=[f"{s}-{o}" for s, o, _ in OTHER_STUDIES])
+def test_every_study_checks_its_config_before_any_job(capsys, tmp_path, study, override, message):
+    out = tmp_path / "study"
+    code, stdout, err = run_cli(capsys, "run", study, "--quick", "--set", override, "--out", str(out),
+                                "--data-root", str(tmp_path / "no-data"))
+    assert code == 2 and stdout == "", err
+    assert err.startswith(f"error: Invalid config of study '{study}': ") and message in err, err
+    _assert_no_work(out)

@@ -22,7 +22,7 @@ from ..evaluation import leakage, pixel_perturbation
 from ..runs import Job
 from ..training import Recipe
 from .base import Context, Study, register
-from .config import StudyConfig
+from .config import Fractions, LeakageKs, MethodName, StudyConfig
 from .measures import DiffROARRequest, DiffROARSettings, diffroar_results, road_result
 from .steps import (
     DataRef,
@@ -102,7 +102,7 @@ class ZooConfig(StudyConfig):
     datasets: list[str] = Field(default_factory=lambda: list(DEFAULT_DATASETS))
     data_options: dict[str, Any] = Field(default_factory=dict, description="Options of data.load for every "
                                                                            "selected dataset, e.g. verify.")
-    methods: list[str] | None = Field(None, description="Attribution methods (None: every registered method).")
+    methods: list[MethodName] | None = Field(None, description="Attribution methods (None: every registered method).")
     method_options: dict[str, dict[str, Any]] = Field(default_factory=_default_options)
     target: str = Field("label", pattern="^(label|predicted)$")
     blockmnist: ZooDataset = Field(default_factory=lambda: _blockmnist(4000, 1000, 1500))
@@ -110,8 +110,8 @@ class ZooConfig(StudyConfig):
     cifar10: ZooDataset = Field(default_factory=lambda: _cifar10(2000, 1000))
     diffroar: DiffROARSettings = Field(default_factory=lambda: DiffROARSettings(levels=[0.05, 0.1, 0.2, 0.5],
                                                                                 mask_only=False))
-    road_percentages: list[float] = Field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
-    leakage_ks: list[float] = Field(default_factory=lambda: [5, 10])
+    road_percentages: Fractions = Field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
+    leakage_ks: LeakageKs = Field(default_factory=lambda: [5, 10])
     n_grid: int = Field(4, ge=1, le=16)
 
     @model_validator(mode="after")
