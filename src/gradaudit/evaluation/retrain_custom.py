@@ -32,11 +32,11 @@ import torch
 from torch import nn
 
 from .._progress import progress
-from .._torch_utils import eval_mode
 from .._validation import ParameterTypeError
 from ..data.imageset import ImageSet
 from ..models.spec import ModelSpec
 from ..training.ensemble import apply_inputs
+from ..training.metrics import accuracy
 from ..training.recipe import Recipe
 from .retrain import Arm, Ranking, _inputs, _Store, tensor_digest
 
@@ -70,15 +70,6 @@ def describe_custom(make_model: Callable[[], nn.Module] | None, train_fn: Callab
 
 def _group(seed: int, key: str) -> str:
     return f"s{seed}-{key.replace('/', '-')}"
-
-
-@torch.no_grad()
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, rows: int = 1000) -> float:
-    correct = 0
-    with eval_mode(model):
-        for i in range(0, len(y), rows):
-            correct += int((model(x[i : i + rows].to(device)).argmax(1).cpu() == y[i : i + rows]).sum())
-    return correct / len(y) if len(y) else float("nan")
 
 
 @dataclass
@@ -145,8 +136,8 @@ class CustomRetrainer:
         device = torch.device(self.device)
         return {"engine": "custom", "seconds": seconds, "flops": None, "members": [{
             "key": arm.key(self.rankings[arm.ranking].d), "seed": seed, "init_seed": seed, "data_seed": seed,
-            "accuracy": _accuracy(net, x_test, self.test.y, device),
-            "train_acc": _accuracy(net, x_train, self.train.y, device)}]}
+            "accuracy": accuracy(net, x_test, self.test.y, device=device),
+            "train_acc": accuracy(net, x_train, self.train.y, device=device)}]}
 
     def run(self, arms: Sequence[Arm], seeds: Sequence[int], config: Mapping[str, Any],
             out: str | os.PathLike[str] | None) -> dict[tuple[Arm, int], float]:
