@@ -89,6 +89,16 @@ def fmnist_slice() -> data.ImageSet:
     return _asset_slice("fmnist")
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread: stacked and alone training are then bitwise equal, a 1-CPU Ray task
+    or a job subprocess computes the same, and tiny models run faster on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed_global_rng() -> None:
     """Tests never rely on the global RNG, but seed it so any slip is reproducible."""

@@ -10,26 +10,19 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from gradaudit.data import ImageSet
 from gradaudit.evaluation.retrain import Arm, GroupInputs
 from gradaudit.models import ModelSpec
 from gradaudit.training import Recipe, accuracy, fit, make_optimizer
 from gradaudit.training.ensemble import Member, fit_stacked
+
+from toydata import flat_weights, prototypes
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
 
 SPEC = ModelSpec(name="mlp", input_shape=(1, 6, 6), num_classes=3, options={"hidden": [32, 16]})
 
 
-def _toy(n: int, seed: int) -> ImageSet:
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 3, (n,), generator=g)
-    x = (torch.rand(3, 1, 6, 6, generator=g)[y] + 0.25 * torch.randn(n, 1, 6, 6, generator=g)).clamp(0, 1)
-    return ImageSet(x, y, {"name": "toy", "classes": ["a", "b", "c"], "bounds": (0.0, 1.0)})
-
-
-def _weights(net: torch.nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().flatten().cpu() for p in net.parameters()])
+_toy, _weights = prototypes, flat_weights
 
 
 @contextlib.contextmanager

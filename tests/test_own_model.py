@@ -33,12 +33,7 @@ def example():
     sys.modules.pop("own_model_example", None)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # small models: threads only add overhead (and noise)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models: threads only add overhead
 
 
 def _data(example, n_train=256, n_test=200):

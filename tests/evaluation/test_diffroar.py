@@ -16,16 +16,6 @@ from gradaudit.training import Recipe, accuracy, fit
 from gradaudit.training.ensemble import apply_inputs
 
 
-@pytest.fixture
-def one_thread():
-    """One BLAS thread: stacked and alone are then bitwise equal, and tiny models run faster
-    on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def blocks() -> tuple[ImageSet, ImageSet]:
     """Simplified BlockMNIST: 10 blocks of 10 coordinates, the label's sign on one block."""

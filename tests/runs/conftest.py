@@ -7,7 +7,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-import torch
 
 HELPER = Path(__file__).with_name("runs_jobs.py")
 
@@ -22,11 +21,3 @@ def jobs() -> ModuleType:
     return module
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread, as a 1-CPU Ray task or a job subprocess runs (the toy training is
-    then bit-equal to theirs); tiny models also train ~20x faster so on 2 shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

@@ -19,12 +19,11 @@ from gradaudit.training.attacks import pgd
 from gradaudit.training.augment import augment_batch
 from gradaudit.training.regularizers import regularization
 
+from toydata import prototypes
+
 
 def _toy(n: int, seed: int) -> ImageSet:
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 3, (n,), generator=g)
-    x = (torch.rand(3, 1, 6, 6, generator=g)[y] + 0.3 * torch.randn(n, 1, 6, 6, generator=g)).clamp(0, 1)
-    return ImageSet(x, y, {"name": "toy", "classes": ["a", "b", "c"], "bounds": (0.0, 1.0)})
+    return prototypes(n, seed, noise=0.3)
 
 
 def _reference_fit(model: torch.nn.Module, train: ImageSet, recipe: Recipe) -> list[tuple[float, float, float | None]]:

@@ -11,6 +11,8 @@ from gradaudit.models import ModelSpec
 from gradaudit.training import Recipe, accuracy, fit
 from gradaudit.training.ensemble import Member, apply_inputs, fit_stacked, stackable
 
+from toydata import flat_weights
+
 
 def _toy(n: int, seed: int) -> ImageSet:
     """Two-class blobs on 1×6×6 images with some label noise (so training is not trivial)."""
@@ -31,8 +33,7 @@ def _masker(seed: int):
     return fn
 
 
-def _weights(net: torch.nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().flatten() for p in net.parameters()])
+_weights = flat_weights
 
 
 RECIPES = {
@@ -52,14 +53,6 @@ SPECS = {
 
 
 CASES = [("mlp-relu", "sgd-onecycle-wd"), ("mlp-softplus-normalize", "adam-val-flip")]
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize(("spec_name", "recipe_name"), CASES)

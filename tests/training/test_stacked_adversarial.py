@@ -11,18 +11,9 @@ from gradaudit.training import Recipe, accuracy, fit
 from gradaudit.training.attacks import pgd
 from gradaudit.training.ensemble import Member, apply_inputs, fit_stacked
 
+from toydata import flat_weights, prototypes
 
-def _toy(n: int, seed: int) -> ImageSet:
-    """Three classes of noisy 1×6×6 prototypes inside [0, 1]."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 3, (n,), generator=g)
-    x = (torch.rand(3, 1, 6, 6, generator=g)[y] + 0.25 * torch.randn(n, 1, 6, 6, generator=g)).clamp(0, 1)
-    return ImageSet(x, y, {"name": "toy", "classes": ["a", "b", "c"], "bounds": (0.0, 1.0)})
-
-
-def _weights(net: torch.nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().flatten() for p in net.parameters()])
-
+_toy, _weights = prototypes, flat_weights
 
 SPEC = ModelSpec(name="mlp", input_shape=(1, 6, 6), num_classes=3, options={"hidden": [32, 16]})
 RECIPE = Recipe(epochs=2, batch_size=40, lr=0.05, momentum=0.9, schedule="onecycle", attack_steps=4)
@@ -33,14 +24,6 @@ def _alone(member: Member, train: ImageSet, recipe: Recipe) -> torch.nn.Module:
     net = SPEC.build(member.init_seed)
     fit(net, train.with_x(apply_inputs(member.inputs, train.x)), member.recipe(recipe), quiet=True)
     return net
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_three_threat_models_equal_three_fits(one_thread: None) -> None:
