@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 
 from .._validation import ParameterError
 from ..report import Report
+from ..training import Recipe
 from . import narrative
 from .base import Context
 from .config import DatasetName, Fractions, MethodName, StudyConfig
@@ -34,6 +35,9 @@ class DiffROARStudyConfig(StudyConfig):
     data_options: dict[str, Any] = Field(default_factory=dict, description="Options of data.load, e.g. verify.")
     n_train: int | None = Field(None, ge=10, description="Use the first n training images (None: all).")
     n_test: int | None = Field(None, ge=10, description="Use the first n test images (None: all).")
+    n_model_train: int | None = Field(
+        None, ge=10, description="Train the audited models on the first n training images (None: the n_train "
+                                 "images that DiffROAR attributes and retrains on).")
     models: list[ModelConfig]
     method: MethodName = "grad"
     targets: list[str] = Field(default_factory=lambda: ["label", "predicted"])
@@ -68,6 +72,18 @@ def _with_random(res: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _retrain_recipe(recipe: Recipe, settings: DiffROARSettings) -> Recipe:
+    """The recipe DiffROAR's retrains follow, with the attack's unused fields at their defaults
+    (models that differ only in their attack share their retrains' random control)."""
+    update = {name: Recipe.model_fields[name].default for name in _ATTACK_FIELDS}
+    if settings.retrain_epochs is not None:
+        update["epochs"] = settings.retrain_epochs
+    return recipe.standard().model_copy(update=update)
+
+
+_ATTACK_FIELDS = ("attack_steps", "attack_step_size", "attack_random_start")
+
+
 def run_diffroar_study(cfg: DiffROARStudyConfig, ctx: Context) -> dict[str, Any]:
     ref = DataRef(name=cfg.dataset, seed=cfg.seed, options=cfg.data_options, n_train=cfg.n_train, n_test=cfg.n_test)
     train, test = study_data(ctx, ref)
@@ -76,12 +92,13 @@ def run_diffroar_study(cfg: DiffROARStudyConfig, ctx: Context) -> dict[str, Any]
     split = ref.model_dump(mode="json")
     results: dict[str, Any] = {"models": [], "diffroar": {t: {} for t in cfg.targets}, "road": {}}
     # 1. every audited model (independent jobs: one batch for the executor)
-    models = trained_models(ctx, [(f"{cfg.dataset}-{i}", m, ref) for i, m in enumerate(cfg.models)])
+    model_ref = ref if cfg.n_model_train is None else ref.model_copy(update={"n_train": cfg.n_model_train})
+    models = trained_models(ctx, [(f"{cfg.dataset}-{i}", m, model_ref) for i, m in enumerate(cfg.models)])
     requests: list[tuple[str, DiffROARRequest]] = []
     seen: set[str] = set()  # architecture+recipe whose random control is already requested
     for tm in models:
         results["models"].append({"model": tm.label, **tm.summary})
-        arch = f"{tm.spec.model_dump_json()}|{tm.config.recipe.standard().model_dump_json()}"
+        arch = f"{tm.spec.model_dump_json()}|{_retrain_recipe(tm.config.recipe, cfg.diffroar).model_dump_json()}"
         for target in cfg.targets:
             if target == "predicted" and cfg.predicted_models is not None and tm.label not in cfg.predicted_models:
                 continue
@@ -112,13 +129,17 @@ def report_diffroar_study(record: Mapping[str, Any], ctx: Context, title: str) -
     r.key_values({"attribution": f"{cfg['method']} (|∂ logit / ∂x| of the target class)",
                   "targets": ", ".join(cfg["targets"]), "ranking": f"{cfg['diffroar']['rank']}, seeded tie-break",
                   "fill of masked coordinates": cfg["diffroar"]["fill"] + " (in the model's input space)",
-                  "retraining": "fresh model of the same architecture, the audited model's recipe without attack; "
+                  "retraining": "fresh model of the same architecture, the audited model's recipe without attack"
+                                + (f" for {cfg['diffroar']['retrain_epochs']} epochs"
+                                   if cfg["diffroar"].get("retrain_epochs") else "") + "; "
                                 "final-epoch accuracy on the masked test set (no selection on test data)",
                   "seeds": cfg["diffroar"]["seeds"], "levels k": cfg["diffroar"]["levels"],
                   "mask-only control": "same retraining on the binary keep-mask alone"},
                  caption="Protocol choices.")
+    n_model = cfg.get("n_model_train") or cfg.get("n_train")
     r.table(res["models"], columns=["model", "test_accuracy", "train_seconds"],
-            caption="Audited models: test accuracy after training on the full training split.",
+            caption="Audited models: test accuracy after training on "
+                    + (f"the first {n_model:,} training images." if n_model else "the full training split."),
             formats={"test_accuracy": "{:.4f}", "train_seconds": "{:.0f}"})
     for target, by_model in res["diffroar"].items():
         if by_model:

@@ -62,6 +62,8 @@ class DiffROARSettings(BaseModel):
     rank: str = Field("element", pattern="^(element|channel-sum)$")
     mask_only: bool = True
     max_stack: int = Field(64, ge=1)
+    retrain_epochs: int | None = Field(
+        None, ge=1, description="Epochs of each retrain (None: the audited model's recipe's epochs).")
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class DiffROARRequest:
         out = {"model": self.trained.key, "data": self.data.model_dump(mode="json"),
                "maps": {"train": self.maps[0], "test": self.maps[1]}, "attribution": self.label,
                "target": self.target, "random": self.random, "seed": self.seed,
-               "settings": self.settings.model_dump(mode="json")}
+               "settings": self.settings.model_dump(mode="json", exclude_none=True)}
         if self.settings.mask_only:  # what the mask-only models see (results made before it was centred differ)
             out["mask_view"] = MASK_VIEW
         return out
@@ -98,8 +100,11 @@ def diffroar_job(job: Job, *, data_root: str | None, device: str, quiet: bool) -
     maps = tuple(load_tensors(store.find(c["maps"][split]).path / MAPS)["maps"][: len(images)]
                  for split, images in (("train", train), ("test", test)))
     s = DiffROARSettings(**c["settings"])
+    recipe = Recipe(**info["recipe"])
+    if s.retrain_epochs is not None:
+        recipe = recipe.model_copy(update={"epochs": s.retrain_epochs})
     result = diffroar(model, train, test, attributions=maps, spec=ModelSpec(**info["spec"]),
-                      recipe=Recipe(**info["recipe"]), target=c["target"], levels=s.levels, seeds=s.seeds,
+                      recipe=recipe, target=c["target"], levels=s.levels, seeds=s.seeds,
                       seed=c["seed"], fill=s.fill, rank=s.rank, random=c["random"], mask_only=s.mask_only,
                       out=job.path / "retrains", max_stack=s.max_stack, device=device, quiet=quiet)
     return result.to_dict()
