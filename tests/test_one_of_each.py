@@ -39,3 +39,59 @@ def test_model_device_and_eval_mode() -> None:
     with eval_mode(net):
         assert not any(m.training for m in net.modules())
     assert [m.training for m in net] == [False, True]
+
+
+def _retrain_config() -> dict:
+    from pathlib import Path
+
+    from gradaudit.training import Recipe
+
+    return {"protocol": "diffroar", "levels": [0.05, 0.1, 1.0], "seeds": (0, 1, 2), "seed": 7,
+            "fill": "zero", "method_options": {"n_steps": 32, "sigma": 0.15, "baseline": None},
+            "controls": {"random": True, "mask_only": False}, "recipe": Recipe(epochs=3, lr=0.05),
+            "noise": 0.1 + 0.2, "eps": 8 / 255, "note": "\u03b5-ball", "folder": Path("a/b"),
+            "weights": torch.tensor([0.5, 2.0]), "big": 2**60, "zero": 0.0}
+
+
+def test_one_config_hash_keeps_the_retrain_folders_hash() -> None:
+    """The retrain folders' hash, now the run store's config_hash(None, ..., exact=True,
+    length=16), is bit-for-bit the one the removed evaluation.retrain.config_hash gave."""
+    import hashlib
+    import json
+
+    from gradaudit._io import to_jsonable
+    from gradaudit.runs.hashing import config_hash
+    from gradaudit.runs.store import RunFolder
+
+    cfg = _retrain_config()
+    old_way = hashlib.sha256(json.dumps(to_jsonable(cfg), sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    assert config_hash(None, cfg, exact=True, length=16) == old_way == "21d716fb73323202"  # value of the old function at 598a84c
+    assert RunFolder(None, cfg).hash == old_way
+    assert RunFolder(None, {"levels": [0.1], "seeds": [0]}).hash == "dc5d3ae34ee8b485"
+    assert retrain.retrain_store(None, cfg).hash == old_way
+    # the job store's hash is unchanged too: kind + config, floats rounded, 12 characters
+    job_way = hashlib.sha256(json.dumps({"config": {"lr": 0.3}, "kind": "model"}, separators=(",", ":")).encode()).hexdigest()[:12]
+    assert config_hash("model", {"lr": 0.1 + 0.2}) == job_way
+
+
+def test_a_retrain_folder_written_before_the_merge_resumes(tmp_path) -> None:
+    """A folder whose config.json and group files were written with the old hash is resumed
+    (its groups load), and a folder of another config is refused with the difference named."""
+    import json
+
+    import pytest
+
+    from gradaudit import ParameterError
+
+    cfg = {"levels": [0.1], "seeds": [0], "fill": "zero"}
+    (tmp_path / "groups").mkdir()
+    old = retrain.retrain_store(None, cfg).hash
+    (tmp_path / "config.json").write_text(json.dumps({"config_hash": old, "config": cfg}))
+    (tmp_path / "groups" / "s0.json").write_text(json.dumps({"config_hash": old, "group": "s0", "acc": [0.75]}))
+    store = retrain.retrain_store(tmp_path, cfg)
+    assert store.load("s0")["acc"] == [0.75] and store.load("s1") is None
+    store.save("s1", {"acc": [0.5]})
+    assert retrain.retrain_store(tmp_path, cfg).load("s1")["acc"] == [0.5]
+    with pytest.raises(ParameterError, match=r"another config \(config\.fill is 'zero' there, 'mean' here\)\. "
+                                             r"Write to another folder \(--out of gradaudit diffroar"):
+        retrain.retrain_store(tmp_path, {**cfg, "fill": "mean"})

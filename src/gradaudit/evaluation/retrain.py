@@ -9,7 +9,7 @@ ensemble (:func:`gradaudit.training.ensemble.fit_stacked`) in groups of at most
 ``max_stack`` models, and each finished group is written atomically to ``out`` (if given)
 and skipped when the run is repeated.
 
-Store layout (``out``): ``config.json`` (config, its hash, provenance) and
+Store layout (``out``, a :class:`~gradaudit.runs.store.RunFolder`): ``config.json`` (config, its hash, provenance) and
 ``groups/<name>.json`` (the group's config hash, seeds, per-member test accuracy and final
 training loss/accuracy, provenance).
 """
@@ -17,29 +17,25 @@ training loss/accuracy, provenance).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from .._io import read_json, to_jsonable, write_json
 from .._progress import progress
-from .._provenance import provenance
 from .._torch_utils import eval_mode
-from .._validation import ParameterError
 from ..data.imageset import ImageSet
 from ..masking.fill import MASK_VIEW, fill_masked, mask_view  # MASK_VIEW re-exported
 from ..masking.ranking import keep_mask_count
 from ..models.spec import ModelSpec
+from ..runs.store import RunFolder
 from ..training.ensemble import InputFn, Member, StackedFit, fit_stacked
 from ..training.recipe import Recipe
 
-__all__ = ["MASK_VIEW", "VIEWS", "Arm", "GroupInputs", "Ranking", "Retrainer", "config_hash", "tensor_digest"]
+__all__ = ["MASK_VIEW", "VIEWS", "Arm", "GroupInputs", "Ranking", "Retrainer", "retrain_store", "tensor_digest"]
 
 VIEWS = ("pixels", "mask")
 @dataclass(frozen=True)
@@ -87,46 +83,14 @@ class Arm:
 def tensor_digest(t: torch.Tensor) -> str:
     """SHA-256 of a tensor's dtype, shape and bytes."""
     h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
-    h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    h.update(memoryview(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()))  # no copy
     return h.hexdigest()
 
 
-def config_hash(config: Mapping[str, Any]) -> str:
-    """A short SHA-256 of the canonical JSON of ``config``."""
-    text = json.dumps(to_jsonable(config), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-class _Store:
-    """Finished groups on disk (atomic JSON files), or nothing when ``out`` is None."""
-
-    def __init__(self, out: str | os.PathLike[str] | None, config: Mapping[str, Any]) -> None:
-        self.out = None if out is None else Path(out)
-        self.hash = config_hash(config)
-        if self.out is None:
-            return
-        path = self.out / "config.json"
-        if path.exists():
-            found = read_json(path).get("config_hash")
-            if found != self.hash:
-                raise ParameterError(
-                    f"The directory {self.out} holds a retraining run with another config "
-                    f"(hash {found} vs {self.hash}). Write to another folder (--out of gradaudit diffroar, out= in "
-                    "Python), or delete it."
-                )
-        else:
-            write_json(path, {"config_hash": self.hash, "config": config, **provenance()})
-
-    def load(self, group: str) -> dict[str, Any] | None:
-        if self.out is None or not (self.out / "groups" / f"{group}.json").exists():
-            return None
-        info = read_json(self.out / "groups" / f"{group}.json")
-        return info if info.get("config_hash") == self.hash else None
-
-    def save(self, group: str, payload: dict[str, Any]) -> None:
-        if self.out is not None:
-            write_json(self.out / "groups" / f"{group}.json",
-                       {"config_hash": self.hash, "group": group, **payload, **provenance()})
+def retrain_store(out: str | os.PathLike[str] | None, config: Mapping[str, Any]) -> RunFolder:
+    """The run folder of a retraining job (``out``; None: nothing written)."""
+    return RunFolder(out, config, what="a retraining run",
+                     fix="Write to another folder (--out of gradaudit diffroar, out= in Python), or delete it.")
 
 
 def _inputs(arm: Arm, positions: torch.Tensor, fill: str, mean: torch.Tensor | None) -> InputFn | None:
@@ -245,7 +209,7 @@ class Retrainer:
 
         The training and test sets (and each ranking's positions) are moved to the device
         once and stay there for the whole job."""
-        store = _Store(out, config if self.precision == "fp32" else {**config, "precision": self.precision})
+        store = retrain_store(out, config if self.precision == "fp32" else {**config, "precision": self.precision})
         groups = self._groups(arms, seeds)
         done: dict[tuple[str, int], float] = {}
         device = torch.device(self.device)

@@ -38,7 +38,7 @@ from ..models.spec import ModelSpec
 from ..training.ensemble import apply_inputs
 from ..training.metrics import accuracy
 from ..training.recipe import Recipe
-from .retrain import Arm, Ranking, _inputs, _Store, tensor_digest
+from .retrain import Arm, Ranking, _inputs, retrain_store, tensor_digest
 
 __all__ = ["CustomRetrainer", "callable_name", "describe_custom"]
 
@@ -142,7 +142,7 @@ class CustomRetrainer:
     def run(self, arms: Sequence[Arm], seeds: Sequence[int], config: Mapping[str, Any],
             out: str | os.PathLike[str] | None) -> dict[tuple[Arm, int], float]:
         """Accuracy on the matching masked test set of every (arm, seed), final model."""
-        store = _Store(out, config)
+        store = retrain_store(out, config)
         unique: dict[str, Arm] = {}
         for arm in arms:
             unique.setdefault(arm.key(self.rankings[arm.ranking].d), arm)

@@ -5,6 +5,11 @@ types (tuple or list), or the object that carried them (a pydantic model, a data
 dict). Floats are written with 15 significant digits, so arithmetic noise in the last bit
 (``0.1 + 0.2`` vs ``0.3``) does not split a job in two, and an integral float is written as
 an int (``1.0`` and ``1`` are the same value). Booleans stay booleans.
+
+:func:`config_hash` is the package's one config hash: the run store names its job folders
+with ``config_hash(kind, config)``; the folders a caller names (:class:`~gradaudit.runs.store.RunFolder`:
+DiffROAR/ROAR/KAR retrain groups) keep the hash they always had, ``config_hash(None, config,
+exact=True, length=16)`` (the config alone, floats as given), so existing folders resume.
 """
 
 from __future__ import annotations
@@ -91,13 +96,21 @@ def _mapping(obj: Mapping[Any, Any], where: str, exact: bool) -> dict[str, Any]:
     return out
 
 
-def canonical_json(obj: Any) -> str:
-    """The canonical JSON text of ``obj``: sorted keys, no spaces, ASCII, normalised floats."""
-    return json.dumps(canonical(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+def canonical_json(obj: Any, *, exact: bool = False) -> str:
+    """The canonical JSON text of ``obj``: sorted keys, no spaces, ASCII, normalised floats
+    (``exact=True``: floats as given)."""
+    return json.dumps(canonical(obj, exact=exact), sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                       allow_nan=False)
 
 
-def config_hash(kind: str, config: Any) -> str:
-    """The short sha256 (hex) of the canonical JSON of ``{"kind": kind, "config": config}``."""
-    text = canonical_json({"kind": kind, "config": config})
-    return hashlib.sha256(text.encode("ascii")).hexdigest()[:HASH_LENGTH]
+def config_hash(kind: str | None, config: Any, *, exact: bool = False, length: int = HASH_LENGTH) -> str:
+    """The short sha256 (hex) of the canonical JSON of ``{"kind": kind, "config": config}``.
+
+    Args:
+        kind: The job's kind; None hashes ``config`` alone.
+        config: What to hash (see :func:`canonical`).
+        exact: Hash floats as given instead of rounded to 15 significant digits.
+        length: Hex characters kept (1 to 64).
+    """
+    text = canonical_json(config if kind is None else {"kind": kind, "config": config}, exact=exact)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()[:length]

@@ -25,6 +25,11 @@ Example:
 
 The hash covers the kind and the config, not the code: change a field of the config (for
 instance a ``version``) when a code change must invalidate finished jobs.
+
+A job the caller puts in a folder of its own choosing (``out=`` of DiffROAR/ROAR/KAR, the
+run directory of ``training.fit``) uses the same pieces: :class:`RunFolder` (one
+``config.json``, parts written atomically and skipped when the job runs again) and
+:func:`check_same` (a folder of another config is refused with the differences named).
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import re
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,7 +55,7 @@ from .lock import LOCK_NAME, JobLock, is_locked
 if TYPE_CHECKING:
     from .executors import Executor
 
-__all__ = ["CONFIG", "DONE", "ERROR", "Job", "RunStore"]
+__all__ = ["CONFIG", "DONE", "ERROR", "Job", "RunFolder", "RunStore", "check_same", "differences"]
 
 CONFIG, DONE, ERROR = "config.json", "done.json", "error.json"
 STATUSES = ("done", "running", "failed", "partial", "corrupt", "new")
@@ -374,6 +380,92 @@ class JobTask:
     def __call__(self, item: tuple[Any, str | None]) -> Any:
         config, name = item
         return RunStore(self.root).run(self.kind, config, self.fn, name)
+
+
+class RunFolder:
+    """A job done in parts in a folder the caller names; each finished part is written
+    atomically and skipped when the job runs again (the DiffROAR/ROAR/KAR retrain groups).
+
+    Layout: ``config.json`` (the config, its hash, provenance), written when the folder is
+    opened, and ``<parts>/<name>.json``, each part stamped with the config hash. The hash is
+    :func:`~gradaudit.runs.hashing.config_hash` of the config alone, floats as given, 16 hex
+    characters: the hash these folders always had, so folders written before resume.
+
+    Args:
+        path: The folder (created when needed), or None: nothing is written or found.
+        config: What determines the parts (JSON types; see :func:`canonical`).
+        what: Names the job in the error, e.g. "a retraining run".
+        fix: What to do about a folder of another config, e.g. "Write to another folder
+            (out=...), or delete it."
+        parts: The sub-folder of the parts.
+
+    Raises:
+        ParameterError: ``path`` holds a job of another config (named with its differences).
+    """
+
+    HASH_LENGTH = 16
+
+    def __init__(self, path: str | os.PathLike[str] | None, config: Mapping[str, Any], *,
+                 what: str = "a run", fix: str = "Write to another folder, or delete it.",
+                 parts: str = "groups") -> None:
+        self.path = None if path is None else Path(path)
+        self.hash = config_hash(None, config, exact=True, length=self.HASH_LENGTH)
+        self.parts = parts
+        if self.path is None:
+            return
+        from .._io import read_json, write_json  # (imports torch: only when writing)
+
+        if (self.path / CONFIG).exists():
+            stored = read_json(self.path / CONFIG)
+            found = stored.get("config_hash")
+            if found != self.hash:
+                diffs = differences(stored["config"], canonical(config, exact=True), "config") if "config" in stored else []
+                raise ParameterError(f"The directory {self.path} holds {what} with another config "
+                                     f"({_shown(diffs) or f'hash {found} vs {self.hash}'}). {fix}")
+        else:
+            write_json(self.path / CONFIG, {"config_hash": self.hash, "config": config, **provenance()})
+
+    def _part(self, name: str) -> Path | None:
+        return None if self.path is None else self.path / self.parts / f"{name}.json"
+
+    def load(self, name: str) -> dict[str, Any] | None:
+        """The part ``name`` written by :meth:`save` under this config, or None."""
+        path = self._part(name)
+        if path is None or not path.exists():
+            return None
+        from .._io import read_json
+
+        info = read_json(path)
+        return info if info.get("config_hash") == self.hash else None
+
+    def save(self, name: str, payload: Mapping[str, Any]) -> None:
+        """Write the part ``name`` atomically (with the config hash and provenance)."""
+        path = self._part(name)
+        if path is not None:
+            from .._io import write_json
+
+            write_json(path, {"config_hash": self.hash, "group": name, **payload, **provenance()})
+
+
+def differences(found: Any, wanted: Any, where: str) -> list[str]:
+    """``"<where>.<key> is <found> there, <wanted> here"`` for each leaf where two JSON values differ."""
+    if isinstance(found, dict) and isinstance(wanted, dict):
+        keys = [*wanted, *(k for k in found if k not in wanted)]
+        return [d for k in keys for d in differences(found.get(k), wanted.get(k), f"{where}.{k}")]
+    return [] if found == wanted else [f"{where} is {found!r} there, {wanted!r} here"]
+
+
+def _shown(diffs: Sequence[str]) -> str:
+    return "; ".join(diffs[:4]) + ("; ..." if len(diffs) > 4 else "")
+
+
+def check_same(folder: str | os.PathLike[str], found: Mapping[str, Any], wanted: Mapping[str, Any], *,
+               what: str, fix: str) -> None:
+    """Refuse to resume ``folder`` if what it holds (``found``) differs from ``wanted`` in any
+    of ``wanted``'s keys: one ParameterError naming the first differences, then ``fix``."""
+    diffs = [d for key in wanted for d in differences(found.get(key), wanted[key], key)]
+    if diffs:
+        raise ParameterError(f"The directory {folder} holds {what} with another config ({_shown(diffs)}). {fix}")
 
 
 def _canonical_or_none(config: Any) -> Any:
