@@ -39,6 +39,7 @@ from .._progress import log_step, progress, show_progress
 from .._provenance import provenance
 from .._validation import DataError, ParameterError, ParameterTypeError
 from ..data.imageset import ImageSet, as_imageset
+from ..runs.store import check_same
 from .attacks import eval_mode, pgd
 from .augment import augment_batch
 from .checkpoint import load_checkpoint, read_metadata, save_checkpoint
@@ -120,22 +121,9 @@ def _identity(recipe: Recipe, train: ImageSet, spec: dict[str, Any] | None) -> d
     }
 
 
-def _differences(found: Any, wanted: Any, where: str) -> list[str]:
-    if isinstance(found, dict) and isinstance(wanted, dict):
-        keys = [*wanted, *(k for k in found if k not in wanted)]
-        return [d for k in keys for d in _differences(found.get(k), wanted.get(k), f"{where}.{k}")]
-    return [] if found == wanted else [f"{where} is {found!r} there, {wanted!r} here"]
-
-
 def _check_same(out: Path, found: dict[str, Any], wanted: dict[str, Any]) -> None:
-    diffs = [d for key in ("recipe", "data", "spec")
-             for d in _differences(found.get(key), wanted[key], key)]
-    if diffs:
-        shown = "; ".join(diffs[:4]) + ("; ..." if len(diffs) > 4 else "")
-        raise ParameterError(
-            f"The run directory {out} holds another run ({shown}). "
-            "Use another --out (out=...), or delete that directory to retrain."
-        )
+    check_same(out, found, wanted, what="a training run",
+               fix="Use another --out (out=...), or delete that directory to retrain.")
 
 
 def _check_args(model: nn.Module, train: ImageSet, recipe: Recipe) -> None:
