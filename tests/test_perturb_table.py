@@ -2,7 +2,7 @@
 
 from types import SimpleNamespace
 
-from gradaudit._cli_support import _pixel_table
+from gradaudit.evaluation.tables import pixel_table as _pixel_table
 
 
 def test_pixel_table_spells_lerf_and_morf():

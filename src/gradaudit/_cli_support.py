@@ -1,16 +1,18 @@
-"""Shared steps of the evaluation commands ``gradaudit diffroar|road|perturb|leakage``.
+"""Shared steps of the evaluation commands (``gradaudit diffroar``, ``attribute`` and the
+commands ``cli.py`` builds from the metric registry: ``road``, ``perturb``, ``leakage``, ...).
 
 Each command loads a finished training run and the data it was trained on (:func:`load_audit`),
-checks its arguments on one image before any work (:func:`preflight`), attributes the test
-images with one method, fitting the options that need training data (:func:`evaluate`), saves
-the library's result with the command's settings, seed and provenance (:func:`save_result`)
-and prints one of the tables below.
+attributes the test images with one method, fitting the options that need training data
+(:func:`fit_method`), runs the registered metric through ``evaluation.evaluate`` after
+checking its arguments on one image (:func:`evaluate_metric`), and saves the library's result
+with the command's settings, seed and provenance (:func:`save_result`); the metric's own
+table (``MetricSpec.table``) is what the command prints.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,32 +21,25 @@ import torch
 from torch import nn
 
 from . import attribution, data, evaluation
+from ._cli_options import parse_option
 from ._io import to_jsonable, write_json
 from ._progress import log_step
 from ._provenance import provenance
 from ._validation import ParameterError, check_choice, check_int, unknown_name
 from .data import ImageSet
 from .models import ModelSpec
-from .training import Recipe, load_run
-from .training.fit import data_fingerprint
+from .training import Recipe, data_fingerprint, load_run
 
 __all__ = [
     "BLOCK_DATASETS",
-    "PERTURB_KINDS",
     "Audit",
     "Evaluated",
-    "PerturbKind",
-    "diffroar_table",
-    "evaluate",
+    "evaluate_metric",
     "fit_method",
-    "leakage_table",
     "load_audit",
     "method_settings",
     "parse_method_options",
-    "perturb_options",
-    "preflight",
     "require_blocks",
-    "road_table",
     "run_diffroar",
     "save_diffroar_plot",
     "save_result",
@@ -52,9 +47,6 @@ __all__ = [
 
 BLOCK_DATASETS = ("blockmnist", "blockmnist-top")
 TARGETS = ("label", "predicted")
-
-# A metric as the commands call it: (images, their maps, quiet) -> the library's result.
-Metric = Callable[[ImageSet, torch.Tensor, bool], Any]
 
 
 @dataclass(frozen=True)
@@ -120,19 +112,6 @@ def load_audit(run: Path, data_root: Path | None, device: str) -> Audit:
     return Audit(Path(run), model, info, device, data_root)
 
 
-def _parse_option(text: str) -> tuple[str, Any]:
-    """'n_steps=32' -> ('n_steps', 32): the value is read as a YAML scalar or list."""
-    import yaml
-
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ParameterError(f"--option must be name=value, e.g. n_steps=32. Got {text!r}.")
-    try:
-        return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        raise ParameterError(f"--option {key.strip()}: cannot read {raw!r} as a YAML value (a number, word or [list]).") from None
-
-
 def parse_method_options(method: str, texts: Sequence[str] | None) -> dict[str, Any]:
     """The ``--option name=value`` pairs of ``method``, checked by the method's registry entry.
 
@@ -143,7 +122,7 @@ def parse_method_options(method: str, texts: Sequence[str] | None) -> dict[str, 
     spec = attribution.get_method(method)
     caller = f"attribute({method!r})"
     given: dict[str, Any] = {}
-    for key, value in (_parse_option(t) for t in texts or []):
+    for key, value in (parse_option(t) for t in texts or []):
         if key in given:
             raise ParameterError(f"--option {key} is given twice; give each option once.")
         if key not in spec.options:
@@ -172,35 +151,42 @@ def fit_method(audit: Audit, method: str, given: Mapping[str, Any], *, fit_n: in
     return {**fitted, **given}, sorted(fitted)
 
 
-def preflight(metric: Metric, images: ImageSet) -> None:
-    """Run ``metric`` on the first image with an all-zero map, so that a bad argument raises
-    the library's error before any attribution is computed or file written."""
-    one = images.subset(slice(0, 1))
-    metric(one, torch.zeros_like(one.x), True)
-
-
 @dataclass(frozen=True)
 class Evaluated:
-    """What :func:`evaluate` returns: the metric's result and how the maps were made."""
+    """What :func:`evaluate_metric` returns: the metric's result and how the maps were made."""
 
     result: Any
     settings: dict[str, Any]
 
 
-def evaluate(audit: Audit, method: str, given: Mapping[str, Any], images: ImageSet, metric: Metric, *,
-             target: str, fit_n: int, seed: int, quiet: bool, caller: str) -> Evaluated:
-    """Check the arguments, attribute ``images`` with ``method``, run ``metric`` on the maps."""
+def evaluate_metric(audit: Audit, metric: str, options: Mapping[str, Any], method: str, given: Mapping[str, Any],
+                    images: ImageSet, *, target: str, fit_n: int, seed: int, quiet: bool, caller: str,
+                    bounds: tuple[float, float] | None = None) -> Evaluated:
+    """The registered ``metric`` (``evaluation.evaluate``) of ``method``'s maps of ``images``.
+
+    Before any attribution: the target and ``fit_n`` are checked and the metric runs on the
+    first image with an all-zero map, so a bad argument raises the library's error first.
+    The training images' per-channel mean is passed for ``fill="mean"``; ``bounds`` (the
+    input box imputed values are clamped into) for your own model's data.
+    """
     check_choice(target, "target", caller, TARGETS)
     check_int(fit_n, "fit_n", caller, 1)
     images = images.to(audit.device)
-    preflight(metric, images)
-    options, fitted = fit_method(audit, method, given, fit_n=fit_n, seed=seed)
+    mean = audit.load("train").x.mean((0, 2, 3)).to(audit.device) if options.get("fill") == "mean" else None
+
+    def run(on: ImageSet, maps: torch.Tensor, silent: bool) -> Any:
+        subject = evaluation.Subject(test=on, model=audit.model, maps=maps, data_mean=mean, bounds=bounds)
+        return evaluation.evaluate(metric, subject, seed=seed, device=audit.device, quiet=silent, **options)
+
+    one = images.subset(slice(0, 1))
+    run(one, torch.zeros_like(one.x), True)
+    options_used, fitted = fit_method(audit, method, given, fit_n=fit_n, seed=seed)
     start = time.perf_counter()
     maps = attribution.attribute(method, audit.model, images.x, images.y if target == "label" else "predicted",
-                                 seed=seed, **options)
+                                 seed=seed, **options_used)
     log_step(f"{caller}: {method} maps of {len(images)} images of {audit.run.name} computed", time.perf_counter() - start)
     start = time.perf_counter()
-    result = metric(images, maps, quiet)
+    result = run(images, maps, quiet)
     log_step(f"{caller}: {caller.rsplit(' ', 1)[-1]} of {method} finished", time.perf_counter() - start)
     return Evaluated(result, method_settings(method, given, fitted, target, fit_n, len(images)))
 
@@ -228,21 +214,21 @@ def run_diffroar(audit: Audit, method: str, given: Mapping[str, Any], *, n_train
                  **kw: Any) -> tuple[Any, dict[str, Any]]:
     """``evaluation.diffroar`` of ``method`` on the run's data, resumable in ``folder/retrains``.
 
-    Arguments are checked on one test image before the training set is loaded, options
-    fitted or anything attributed. ``kw``: target, levels, seeds, seed, fill, rank, random,
+    Arguments are checked (the metric registry's checks of ``diffroar``) before the training
+    set is loaded, options fitted or anything attributed. ``kw``: target, levels, seeds, seed, fill, rank, random,
     mask_only, max_stack. Returns (result, settings to record).
     """
-    from .evaluation.retrain_setup import check_arguments
-
     caller = "gradaudit diffroar"
     for name, value in (("n_train", n_train), ("n_test", n_test)):
         if value is not None:
             check_int(value, name, caller, 1)
     check_int(fit_n, "fit_n", caller, 1)
+    check_choice(kw["target"], "target", caller, TARGETS)
+    check_int(kw["seed"], "seed", caller, 0)
+    # the protocol's options, by the metric registry's checks (the method's options are checked already)
+    spec = evaluation.get_metric("diffroar")
+    spec.resolve({key: kw[key] for key in spec.options if key in kw}, "diffroar()")
     test = audit.load("test", n_test, caller)
-    one = test.subset(slice(0, 1))
-    check_arguments("diffroar()", audit.model, one, one, method=method, attributions=None, spec=audit.spec,
-                    recipe=audit.recipe, method_options=given, engine="auto", **kw)
     full = audit.load("train")
     train = full if n_train is None else full.subset(slice(0, n_train))
     options, fitted = fit_method(audit, method, given, fit_n=fit_n, seed=kw["seed"], train=train)
@@ -254,133 +240,14 @@ def run_diffroar(audit: Audit, method: str, given: Mapping[str, Any], *, n_train
     return result, settings
 
 
-def require_blocks(audit: Audit) -> None:
+def require_blocks(audit: Audit, caller: str) -> None:
     """Raise unless the run was trained on BlockMNIST(-Top), whose images carry block masks."""
     if audit.dataset not in BLOCK_DATASETS:
         raise ParameterError(
-            f"gradaudit leakage needs a run trained on blockmnist or blockmnist-top (their test "
+            f"{caller} needs a run trained on blockmnist or blockmnist-top (their test "
             f"images carry the null- and signal-block masks); the run {audit.run} was trained on "
             f"{audit.dataset!r}. Train one with `gradaudit train --dataset blockmnist`."
         )
-
-
-# ---- tables -----------------------------------------------------------------------------------
-
-def _pm(mean: float, std: float) -> str:
-    """A signed difference '+0.5160 ± 0.0933', or the mean alone where the std is undefined
-    (one seed)."""
-    return f"{mean:+.4f}" if std != std else f"{mean:+.4f} ± {std:.4f}"
-
-
-def _acc(mean: float, std: float) -> str:
-    """An accuracy or share '0.9123 ± 0.0040' (the mean alone for one seed)."""
-    return f"{mean:.4f}" if std != std else f"{mean:.4f} ± {std:.4f}"
-
-
-def diffroar_table(result: Any) -> str:
-    """Per level: top-k and bottom-k accuracy, DiffROAR, and the controls that ran."""
-    cur = result.attribution
-    cols: list[tuple[str, Callable[[int], str]]] = [
-        ("top-k acc", lambda i: _acc(cur.top.mean[i], cur.top.std[i])),
-        ("bottom-k acc", lambda i: _acc(cur.bottom.mean[i], cur.bottom.std[i])),
-        ("DiffROAR", lambda i: _pm(cur.diffroar.mean[i], cur.diffroar.std[i])),
-    ]
-    rnd = result.random
-    if rnd is not None:
-        cols.append(("random DiffROAR", lambda i: _pm(rnd.diffroar.mean[i], rnd.diffroar.std[i])))
-    mask = result.mask_only.get("attribution")
-    if mask is not None:
-        cols.append(("mask-only top acc", lambda i: _acc(mask.top.mean[i], mask.top.std[i])))
-        cols.append(("mask-only DiffROAR", lambda i: _pm(mask.diffroar.mean[i], mask.diffroar.std[i])))
-    rows = [[f"{k:g}", *(f(i) for _, f in cols)] for i, k in enumerate(result.levels)]
-    return _align(["k", *(name for name, _ in cols)], rows)
-
-
-def road_table(result: Any) -> str:
-    """Per removal fraction: MoRF/LeRF accuracy; then the areas and the gap."""
-    orders = [(name, c) for name, c in (("MoRF", result.morf), ("LeRF", result.lerf)) if c is not None]
-    head = ["fraction", "removed", *(f"{name} acc" for name, _ in orders)]
-    rows = [[f"{p:g}", str(k), *(f"{c.accuracy[i]:.4f}" for _, c in orders)]
-            for i, (p, k) in enumerate(zip(result.percentages, result.counts, strict=True))]
-    lines = [_align(head, rows)] + [f"accuracy area {name} {c.accuracy_area:.4f}" for name, c in orders]
-    if result.gap is not None:
-        lines.append(f"gap (LeRF − MoRF, higher is better) {result.gap:.4f}")
-    return "\n".join(lines)
-
-
-def leakage_table(result: Any) -> str:
-    """Per k: the null (and signal) block's share of the top-k% |attribution|; then the mass."""
-    signal = result.topk_signal_mean is not None
-    head = ["k %", "null share", *(["signal share"] if signal else [])]
-    rows = []
-    for i, k in enumerate(result.ks):
-        row = [f"{k:g}", _acc(result.topk_null_mean[i], result.topk_null_std[i])]
-        if signal:
-            row.append(_acc(result.topk_signal_mean[i], result.topk_signal_std[i]))
-        rows.append(row)
-    return "\n".join([
-        _align(head, rows),
-        f"null block's share of |attribution| mass {_acc(result.mass_null_mean, result.mass_null_std)}",
-        f"null block's share of the image (chance level) {result.null_area_share:.4f}",
-    ])
-
-
-def _align(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows])
-
-
-def _pixel_table(r: Any) -> str:
-    c = r.curve
-    rows = [[f"{f:.4g}", str(k), f"{a:.4f}", f"{p:.4f}"]
-            for f, k, a, p in zip(r.fractions, r.counts, c.accuracy, c.probability, strict=True)]
-    better = "higher" if r.higher_is_better else "lower"
-    order = {"morf": "MoRF", "lerf": "LeRF"}.get(r.order, r.order)
-    return "\n".join([_align(["fraction", "removed", f"{order} acc", "prob"], rows),
-                      f"accuracy area {r.score:.4f} ({better} is better)"])
-
-
-def _degradation_table(r: Any) -> str:
-    orders = [(name, c) for name, c in (("MoRF", r.morf), ("LeRF", r.lerf)) if c is not None]
-    head = ["patches", *(f"{name} {q}" for name, _ in orders for q in ("prob", "acc"))]
-    rows = [[str(step), *(f"{v[i]:.4f}" for _, c in orders for v in (c.probability, c.accuracy))]
-            for i, step in enumerate(r.steps)]
-    lines = [_align(head, rows)] + [f"probability area {name} {c.probability_area:.4f}" for name, c in orders]
-    if r.gap is not None:
-        lines.append(f"gap (LeRF − MoRF, higher is better) {r.gap:.4f}")
-    return "\n".join(lines)
-
-
-# ---- perturbation kinds: the function, the options that apply to it, its table ------------------
-
-@dataclass(frozen=True)
-class PerturbKind:
-    """One ``gradaudit perturb --kind``: the library function, its CLI options, its table."""
-
-    function: Callable[..., Any]
-    options: tuple[str, ...]
-    table: Callable[[Any], str]
-
-
-PERTURB_KINDS: Mapping[str, PerturbKind] = {
-    "pixel": PerturbKind(evaluation.pixel_perturbation, ("fractions", "order", "fill"), _pixel_table),
-    "degradation": PerturbKind(evaluation.degradation, ("patch_size", "order", "fill"), _degradation_table),
-}
-
-
-def perturb_options(kind: str, given: Mapping[str, Any]) -> tuple[PerturbKind, dict[str, Any]]:
-    """The kind's spec and its options among ``given`` (None = the library's default).
-
-    Raises:
-        ParameterError: Unknown kind, or an option set that does not apply to it.
-    """
-    check_choice(kind, "kind", "gradaudit perturb", tuple(PERTURB_KINDS))
-    spec = PERTURB_KINDS[kind]
-    for key, value in given.items():
-        if value is not None and key not in spec.options:
-            where = ", ".join(k for k, s in PERTURB_KINDS.items() if key in s.options)
-            raise ParameterError(f"--{key.replace('_', '-')} does not apply to --kind {kind}; only to --kind {where}.")
-    return spec, {k: v for k, v in given.items() if v is not None}
 
 
 def save_diffroar_plot(result: Any, path: Path, title: str) -> Path:

@@ -23,6 +23,8 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,11 +33,23 @@ from pydantic import ValidationError
 from typer.exceptions import TyperException
 
 from ._allocator import tune_malloc
-from ._validation import GradauditError, ParameterError, format_validation_error
+from ._validation import GradauditError, ParameterError, check_choice, format_validation_error
 
 
 class _MainGroup(typer.core.TyperGroup):
-    """`gradaudit --help` ends with the registered metrics (``evaluation.METRICS``)."""
+    """The main command group: after ``diffroar`` it holds one command per registered metric
+    that needs only a model, maps and block masks (:func:`metric_commands`, built when the
+    group is, so a metric registered at run time has its command), and `gradaudit --help`
+    ends with the registered metrics (``evaluation.METRICS``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        commands = dict(self.commands)
+        self.commands.clear()
+        for name, command in commands.items():
+            self.commands[name] = command
+            if name == "diffroar":
+                self.commands.update(metric_commands())
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         from .evaluation import METRICS
@@ -55,15 +69,22 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain click help: rich cut long defaults to '…' and showed flags as <bool>
 )
 
-# Shared options, declared once.
-DataRoot = Annotated[
-    Path | None,
-    typer.Option("--data-root", envvar="GRADAUDIT_DATA", help="Folder holding the datasets."),
-]
-Device = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
-Seed = Annotated[int, typer.Option("--seed", help="Seed of the run.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars and no log lines on stderr.")]
-Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON to stdout.")]
+# Shared options, declared once (also used by `gradaudit runs`).
+from ._cli_options import (  # noqa: E402
+    DataRoot,
+    Device,
+    FitN,
+    Json,
+    Method,
+    MethodOption,
+    OptRun,
+    Quiet,
+    Seed,
+    Target,
+    UserData,
+    UserModel,
+    UserWeights,
+)
 
 
 def parse_floats(text: str, name: str) -> list[float]:
@@ -243,26 +264,6 @@ class _AttributeCommand(typer.core.TyperCommand):
         super().format_help(ctx, formatter)
 
 
-def parse_option(text: str) -> tuple[str, Any]:
-    """'n_steps=32' -> ('n_steps', 32): the value is a Python literal if it parses, else a string."""
-    import ast
-
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ParameterError(f"--option must be name=value, e.g. n_steps=32. Got {text!r}.")
-    try:
-        return key.strip(), ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        return key.strip(), raw
-
-
-# Your own model instead of a run (gradaudit.user_model; docs/own-model.md).
-OptRun = Annotated[Path | None, typer.Option("--run", help="A finished training run directory (or --model and --data).")]
-UserModel = Annotated[str | None, typer.Option("--model", help="Your model's factory: package.module:make_model or file.py:make_model.")]
-UserWeights = Annotated[Path | None, typer.Option("--weights", help="Weights of --model: .safetensors or a torch state_dict file.")]
-UserData = Annotated[Path | None, typer.Option("--data", help="Data of --model: .npz with x_train, y_train, x_test, y_test.")]
-
-
 @app.command(cls=_AttributeCommand)
 def attribute(
     run: OptRun = None,
@@ -287,42 +288,28 @@ def attribute(
     as_json: Json = False,
 ) -> None:
     """Attribute a trained run's predictions on its test images; draw the grid and/or save the maps."""
+    from . import _cli_support as cs
     from . import attribution as attr
-    from . import data as data_mod
     from ._io import save_tensors
     from ._provenance import provenance
-    from ._validation import check_choice, check_int
-    from .training import load_run
+    from ._validation import check_int
+    from .user_model import open_audit
 
-    spec = attr.get_method(method)
-    given = dict(parse_option(o) for o in option or [])
-    check_choice(target, "target", "gradaudit attribute", ("label", "predicted"))
-    check_int(n, "n", "gradaudit attribute", 1)
-    check_int(fit_n, "fit_n", "gradaudit attribute", 1)
+    caller = "gradaudit attribute"
+    given = cs.parse_method_options(method, option)
+    check_choice(target, "target", caller, ("label", "predicted"))
+    check_int(n, "n", caller, 1)
+    check_int(fit_n, "fit_n", caller, 1)
     if out is None and save is None:
         raise ParameterError("Nothing to write: give --out FIGURE.png and/or --save MAPS.safetensors.")
     if out is not None and out.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise ParameterError(f"--out must end in .png, .pdf or .svg (the figure's format). Got {str(out)!r}.")
-    dev = _device(device)
-    from .user_model import user_audit
-
-    user = user_audit(run, model, weights, data, dev, "gradaudit attribute")
-    if user is not None:
-        net, name, test = user.model, user.dataset, user.load("test", n)
-    else:
-        net, info = load_run(run, device=dev)
-        name = info["data"]["name"]
-        test = data_mod.load(name, "test", root=data_root, seed=seed).subset(slice(0, n))
-    needs_fit = any(o.required and k not in given for k, o in spec.options.items()) or (
-        given.get("baseline") == "mean" and "data_mean" not in given)
-    fitted = {}
-    if needs_fit:
-        train = (user.load("train") if user is not None else
-                 data_mod.load(name, "train", root=data_root, seed=seed)).subset(slice(0, fit_n))
-        fitted = attr.fit_options(method, net, train.to(dev), seed=seed)
-    x, y = test.x.to(dev), test.y.to(dev)
+    audit = open_audit(run, model, weights, data, data_root, _device(device), caller)
+    net, name, test = audit.model, audit.dataset, audit.load("test", n, caller)
+    options, fitted = cs.fit_method(audit, method, given, fit_n=fit_n, seed=seed)
+    x, y = test.x.to(audit.device), test.y.to(audit.device)
     maps = attr.attribute(method, net, x, y if target == "label" else "predicted", seed=seed,
-                          max_batch=max_batch, **{**fitted, **given})
+                          max_batch=max_batch, **options)
     if target == "predicted":
         import torch
 
@@ -344,18 +331,6 @@ def attribute(
     emit({"method": method, "n": len(x), "target": target, "written": written}, as_json,
          f"{method} on {len(x)} {name} test images ({target}) -> {', '.join(written)}")
 
-
-
-# Options of the evaluation commands (diffroar, road, perturb, leakage), declared once.
-RunDir = Annotated[Path, typer.Option("--run", help="A finished training run directory.")]
-Method = Annotated[str, typer.Option("--method", help="Attribution method (see `gradaudit attribute --help`).")]
-Target = Annotated[str, typer.Option("--target", help="Attribute the label (the true class) or the predicted class.")]
-MethodOption = Annotated[
-    list[str] | None,
-    typer.Option("--option", "-o", metavar="NAME=VALUE", help="A method option name=value, value read as YAML "
-                 "(repeatable)."),
-]
-FitN = Annotated[int, typer.Option("--fit-n", help="Training images to fit patterns / references / means from.")]
 
 
 @app.command("diffroar")
@@ -398,6 +373,7 @@ def diffroar_cmd(
     """
     from . import _cli_support as cs
     from . import user_model as um
+    from .evaluation import get_metric
 
     given = cs.parse_method_options(method, option)
     dev = _device(device)
@@ -422,144 +398,194 @@ def diffroar_cmd(
     if not settings.get("train_is_run_data", True):
         typer.echo(f"note: {run} was trained on other data than {audit.dataset!r} (seed {audit.data_seed}) "
                    "loads here; the retrains use the loaded data.", err=True)
-    emit(record, as_json, f"DiffROAR of {method} ({target}) on {audit.dataset}, retrain seeds {list(result.seeds)}\n"
-         f"{cs.diffroar_table(result)}\n-> {folder / 'diffroar.json'}, {plot}")
+    spec = get_metric("diffroar")
+    emit(record, as_json, f"{spec.label} of {method} ({target}) on {audit.dataset}, retrain seeds {list(result.seeds)}\n"
+         f"{spec.table(result)}\n-> {folder / 'diffroar.json'}, {plot}")
 
 
-@app.command("road")
-def road_cmd(
-    run: OptRun = None,
-    model: UserModel = None,
-    weights: UserWeights = None,
-    data: UserData = None,
-    method: Method = "grad",
-    target: Target = "label",
-    percentages: Annotated[str, typer.Option(help="Fractions removed, comma-separated.")] = (
-        "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"),
-    order: Annotated[str, typer.Option(help="morf, lerf or both.")] = "both",
-    fill: Annotated[str, typer.Option(help="nli (noisy linear imputation), zero or mean.")] = "nli",
-    rank: Annotated[str, typer.Option(help="channel-sum (ROAD) or element.")] = "channel-sum",
-    absolute: Annotated[bool, typer.Option("--absolute", help="Rank |attribution| instead of the signed map.")] = False,
-    n: Annotated[int, typer.Option(help="Evaluate on the first n test images.")] = 1000,
-    option: MethodOption = None,
-    fit_n: FitN = 5000,
-    out: Annotated[Path | None, typer.Option(help="Result file (default <run>/road-<method>-<target>.json).")] = None,
-    seed: Seed = 0,
-    data_root: DataRoot = None,
-    device: Device = "cpu",
-    quiet: Quiet = False,
-    as_json: Json = False,
-) -> None:
-    """ROAD (Rong et al., ICML 2022): accuracy as the most / least relevant coordinates are imputed."""
+# ---- evaluation commands, one per registered metric ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricCommand:
+    """A command over registered metrics: ``metrics`` maps each ``--kind`` to its metric (one
+    entry: the command has no ``--kind``); ``n`` is the default ``--n`` (None: every test image)."""
+
+    name: str
+    metrics: Mapping[str, str]
+    n: int | None = 1000
+
+
+# The commands whose name or defaults are not the registry's; every other metric that needs
+# only a model, maps and block masks gets a command named after it (e.g. `gradaudit road`).
+DECLARED_COMMANDS = (
+    MetricCommand("perturb", {"pixel": "pixel-perturbation", "degradation": "degradation"}),
+    MetricCommand("leakage", {"leakage": "leakage"}, n=None),
+)
+
+
+def metric_commands() -> dict[str, Any]:
+    """name -> click command, in registration order, for every registered metric the command
+    line can feed (``MAP_NEEDS``: a model, its test maps, block masks)."""
+    from .evaluation import METRICS
+    from .evaluation.registry import MAP_NEEDS
+
+    declared = {metric: c for c in DECLARED_COMMANDS for metric in c.metrics.values()}
+    out: dict[str, Any] = {}
+    for name, spec in METRICS.items():
+        if not spec.needs <= MAP_NEEDS or "maps" not in spec.needs:
+            continue
+        command = declared.get(name, MetricCommand(name, {name: name}))
+        if command.name not in out and all(m in METRICS for m in command.metrics.values()):
+            out[command.name] = _build_metric_command(command)
+    return out
+
+
+_COMMON_FLAGS = {"--run", "--model", "--weights", "--data", "--method", "--target", "--kind", "--n", "--option",
+                 "--fit-n", "--out", "--seed", "--data-root", "--device", "--quiet", "--json"}
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _many(opt: Any) -> bool:
+    """Whether a metric option is a list of numbers (read comma-separated)."""
+    return bool(getattr(opt, "many", False)) or isinstance(opt.default, list | tuple)
+
+
+def _shown(opt: Any) -> str:
+    if opt.default is None:
+        return ""
+    if _many(opt):
+        return ",".join(f"{v:g}" for v in opt.default)
+    return str(opt.default)
+
+
+def _option_param(key: str, opts: Mapping[str, Any]) -> tuple[Any, Any]:
+    """(annotation, default) of the CLI option of metric option ``key``; ``opts`` holds the
+    option of each ``--kind`` that has it (one entry for a one-metric command)."""
+    flag = _flag(key)
+    multi = len(opts) > 1 or next(iter(opts)) is not None
+
+    def per_kind(text: Callable[[Any], str]) -> str:
+        shown = {kind: text(opt) for kind, opt in opts.items()}
+        if not multi or (len(set(shown.values())) == 1 and len(opts) > 1):
+            return next(iter(shown.values()))
+        return "; ".join(f"{kind}: {t}" for kind, t in shown.items() if t)
+
+    def helped(opt: Any) -> str:
+        choices = getattr(opt.check, "choices", None)
+        return opt.help + (f" ({', '.join(choices)})" if choices else "")
+
+    first = next(iter(opts.values()))
+    help_text = per_kind(helped) + (", comma-separated" if _many(first) else "") + "."
+    if not multi and isinstance(first.default, bool):
+        decls = f"{flag}/--no-{flag[2:]}" if first.default else flag
+        return Annotated[bool, typer.Option(decls, help=help_text)], first.default
+    kinds = {type(o.default) for o in opts.values()}
+    metavar = ("<numbers>" if _many(first) else f"<{kinds.pop().__name__}>"
+               if len(kinds) == 1 and kinds <= {int, float} else "<value>")
+    shown = per_kind(_shown)
+    if not multi:  # the registry's default, as typed: given unchanged, the registry's own value is used
+        return Annotated[str | None, typer.Option(flag, help=help_text, metavar=metavar)], shown or None
+    return Annotated[str | None, typer.Option(flag, help=help_text, metavar=metavar,
+                                              show_default=shown or False)], None
+
+
+def _build_metric_command(command: MetricCommand) -> Any:
+    """The click command of ``command``: the shared options, ``--kind`` if it has several
+    metrics, and each metric option declared by the registry (help, default, list or flag)."""
+    import inspect
+
+    from .evaluation import METRICS
+
+    specs = {kind: METRICS[name] for kind, name in command.metrics.items()}
+    single = len(specs) == 1
+    keys: dict[str, dict[Any, Any]] = {}
+    for kind, spec in specs.items():
+        for key, opt in spec.options.items():
+            keys.setdefault(key, {})[None if single else kind] = opt
+    params: list[tuple[str, Any, Any]] = [
+        ("run", OptRun, None), ("model", UserModel, None), ("weights", UserWeights, None), ("data", UserData, None),
+        ("method", Method, "grad"), ("target", Target, "label"),
+    ]
+    if not single:
+        params.append(("kind", Annotated[str, typer.Option("--kind", help=" or ".join(specs) + ".")], next(iter(specs))))
+    for key, opts in keys.items():
+        if _flag(key) in _COMMON_FLAGS:
+            raise ParameterError(f"The option {key!r} of the metric(s) {', '.join(command.metrics.values())} takes "
+                                 f"the command line's {_flag(key)}; rename it in the metric's registration.")
+        params.append((f"opt_{key}", *_option_param(key, opts)))
+    n_help = "Evaluate on the first n test images" + (" (default all)." if command.n is None else ".")
+    kind_part = "" if single else "<kind>-"
+    params += [
+        ("n", Annotated[int | None, typer.Option("--n", help=n_help)], command.n),
+        ("option", MethodOption, None), ("fit_n", FitN, 5000),
+        ("out", Annotated[Path | None, typer.Option(
+            "--out", help=f"Result file (default <run>/{command.name}-{kind_part}<method>-<target>.json).")], None),
+        ("seed", Seed, 0), ("data_root", DataRoot, None), ("device", Device, "cpu"), ("quiet", Quiet, False),
+        ("as_json", Json, False),
+    ]
+
+    def callback(**kw: Any) -> None:
+        _run_metric_command(command, keys, kw)
+
+    callback.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=default)
+         for name, ann, default in params])
+    callback.__annotations__ = {name: ann for name, ann, _ in params}
+    if single:
+        spec = next(iter(specs.values()))
+        text = f"{spec.label}: {spec.summary}.\n\nSource: {spec.source}."
+    else:
+        text = (" or ".join(f"{s.label} (--kind {k})" for k, s in specs.items()) + ": the model's accuracy as "
+                "ranked inputs are removed.\n\n" + "\n\n".join(f"--kind {k}: {s.summary}. Source: {s.source}."
+                                                               for k, s in specs.items()))
+    sub = typer.Typer(rich_markup_mode=None, add_completion=False, pretty_exceptions_enable=False)
+    sub.command(command.name, help=text)(callback)
+    return typer.main.get_command(sub)
+
+
+def _run_metric_command(command: MetricCommand, keys: Mapping[str, Mapping[Any, Any]], kw: dict[str, Any]) -> None:
+    """Parse, call :func:`gradaudit._cli_support.evaluate_metric`, save, print."""
     from . import _cli_support as cs
-    from . import evaluation
+    from ._cli_options import parse_value
+    from .evaluation import get_metric
+    from .user_model import UserAudit, open_audit
 
-    given = cs.parse_method_options(method, option)
-    from .user_model import open_audit
-
-    audit = open_audit(run, model, weights, data, data_root, _device(device), "gradaudit road")
-    test = audit.load("test", n, "gradaudit road")
-    fracs = parse_floats(percentages, "percentages")
-    mean = audit.load("train").x.mean((0, 2, 3)).to(audit.device) if fill == "mean" else None
-
-    def metric(images: Any, maps: Any, silent: bool) -> Any:
-        return evaluation.road(audit.model, images.x, images.y, maps, percentages=fracs, order=order, fill=fill,
-                               rank=rank, absolute=absolute, mean=mean, seed=seed, device=audit.device,
-                               quiet=silent, bounds=images.bounds if data is not None else None)
-
-    done = cs.evaluate(audit, method, given, test, metric, target=target, fit_n=fit_n, seed=seed, quiet=quiet,
-                       caller="gradaudit road")
-    path = out if out is not None else audit.run / f"road-{method}-{target}.json"
-    record = cs.save_result(path, "road", audit, done.result.to_dict(), done.settings, seed)
-    emit(record, as_json, f"ROAD of {method} ({target}) on {len(test)} {audit.dataset} test images\n"
-         f"{cs.road_table(done.result)}\n-> {path}")
-
-
-@app.command("perturb")
-def perturb_cmd(
-    run: OptRun = None,
-    model: UserModel = None,
-    weights: UserWeights = None,
-    data: UserData = None,
-    method: Method = "grad",
-    target: Target = "label",
-    kind: Annotated[str, typer.Option(help="pixel (Srinivas & Fleuret) or degradation (patches, PGIG).")] = "pixel",
-    order: Annotated[str | None, typer.Option(help="lerf or morf (degradation: also both, its default).")] = None,
-    fill: Annotated[
-        str | None, typer.Option(help="pixel: constant, image-mean or zero; degradation: patch-mean or zero.")
-    ] = None,
-    fractions: Annotated[str | None, typer.Option(help="pixel: fractions removed, comma-separated.")] = None,
-    patch_size: Annotated[int | None, typer.Option(help="degradation: patch side (default 4).")] = None,
-    n: Annotated[int, typer.Option(help="Evaluate on the first n test images.")] = 1000,
-    option: MethodOption = None,
-    fit_n: FitN = 5000,
-    out: Annotated[
-        Path | None, typer.Option(help="Result file (default <run>/perturb-<kind>-<method>-<target>.json).")
-    ] = None,
-    seed: Seed = 0,
-    data_root: DataRoot = None,
-    device: Device = "cpu",
-    quiet: Quiet = False,
-    as_json: Json = False,
-) -> None:
-    """Pixel perturbation or patch degradation: the model's accuracy as ranked pixels/patches go."""
-    from . import _cli_support as cs
-
-    spec, kw = cs.perturb_options(kind, {"order": order, "fill": fill, "patch_size": patch_size,
-                                         "fractions": None if fractions is None else parse_floats(fractions, "fractions")})
-    given = cs.parse_method_options(method, option)
-    from .user_model import open_audit
-
-    audit = open_audit(run, model, weights, data, data_root, _device(device), "gradaudit perturb")
-    test = audit.load("test", n, "gradaudit perturb")
-
-    def metric(images: Any, maps: Any, silent: bool) -> Any:
-        return spec.function(audit.model, images.x, images.y, maps, seed=seed, device=audit.device, quiet=silent, **kw)
-
-    done = cs.evaluate(audit, method, given, test, metric, target=target, fit_n=fit_n, seed=seed, quiet=quiet,
-                       caller="gradaudit perturb")
-    path = out if out is not None else audit.run / f"perturb-{kind}-{method}-{target}.json"
-    record = cs.save_result(path, "perturb", audit, done.result.to_dict(), {**done.settings, "kind": kind}, seed)
-    emit(record, as_json, f"{kind} perturbation of {method} ({target}) on {len(test)} {audit.dataset} test images\n"
+    caller = f"gradaudit {command.name}"
+    kind = kw.pop("kind", next(iter(command.metrics)))
+    check_choice(kind, "kind", caller, tuple(command.metrics))
+    spec = get_metric(command.metrics[kind])
+    given: dict[str, Any] = {}
+    for key, opts in keys.items():
+        value, first = kw.pop(f"opt_{key}"), next(iter(opts.values()))
+        if value is None or (None in opts and value in (first.default, _shown(first))):
+            continue  # not given, or (one metric) given as its default
+        if key not in spec.options:
+            where = ", ".join(str(k) for k in opts)
+            raise ParameterError(f"{_flag(key)} does not apply to --kind {kind}; only to --kind {where}.")
+        opt = spec.options[key]
+        given[key] = (value if isinstance(value, bool) else parse_floats(value, key.replace("_", "-"))
+                      if _many(opt) else parse_value(value, _flag(key)))
+    options = spec.resolve(given, f"evaluate({spec.name!r})")
+    method, target, seed, quiet = kw["method"], kw["target"], kw["seed"], kw["quiet"]
+    method_options = cs.parse_method_options(method, kw["option"])
+    audit = open_audit(kw["run"], kw["model"], kw["weights"], kw["data"], kw["data_root"], _device(kw["device"]),
+                       caller)
+    if "block_masks" in spec.needs:
+        cs.require_blocks(audit, caller)
+    test = audit.load("test", kw["n"], caller)
+    done = cs.evaluate_metric(audit, spec.name, options, method, method_options, test, target=target,
+                              fit_n=kw["fit_n"], seed=seed, quiet=quiet, caller=caller,
+                              bounds=test.bounds if isinstance(audit, UserAudit) else None)
+    settings = done.settings if len(command.metrics) == 1 else {**done.settings, "kind": kind}
+    stem = command.name if len(command.metrics) == 1 else f"{command.name}-{kind}"
+    path = kw["out"] if kw["out"] is not None else audit.run / f"{stem}-{method}-{target}.json"
+    record = cs.save_result(path, command.name, audit, done.result.to_dict(), settings, seed)
+    emit(record, kw["as_json"], f"{spec.label} of {method} ({target}) on {len(test)} {audit.dataset} test images\n"
          f"{spec.table(done.result)}\n-> {path}")
-
-
-@app.command("leakage")
-def leakage_cmd(
-    run: RunDir,
-    method: Method = "grad",
-    target: Target = "label",
-    ks: Annotated[str, typer.Option(help="Top-k levels in percent, comma-separated.")] = "2.5,5,10,15,20,25,30",
-    n: Annotated[int | None, typer.Option(help="Evaluate on the first n test images (default all).")] = None,
-    option: MethodOption = None,
-    fit_n: FitN = 5000,
-    out: Annotated[Path | None, typer.Option(help="Result file (default <run>/leakage-<method>-<target>.json).")] = None,
-    seed: Seed = 0,
-    data_root: DataRoot = None,
-    device: Device = "cpu",
-    quiet: Quiet = False,
-    as_json: Json = False,
-) -> None:
-    """BlockMNIST feature leakage: how much attribution lands on the label-independent null block."""
-    from . import _cli_support as cs
-    from . import evaluation
-
-    given = cs.parse_method_options(method, option)
-    audit = cs.load_audit(run, data_root, _device(device))
-    cs.require_blocks(audit)
-    test = audit.load("test", n, "gradaudit leakage")
-    levels = parse_floats(ks, "ks")
-
-    def metric(images: Any, maps: Any, silent: bool) -> Any:
-        masks = images.per_image
-        return evaluation.leakage(maps, masks["null_mask"], masks["signal_mask"], ks=levels, seed=seed)
-
-    done = cs.evaluate(audit, method, given, test, metric, target=target, fit_n=fit_n, seed=seed, quiet=quiet,
-                       caller="gradaudit leakage")
-    path = out if out is not None else run / f"leakage-{method}-{target}.json"
-    record = cs.save_result(path, "leakage", audit, done.result.to_dict(), done.settings, seed)
-    emit(record, as_json, f"Null-block leakage of {method} ({target}) on {len(test)} {audit.dataset} test images\n"
-         f"{cs.leakage_table(done.result)}\n-> {path}")
 
 
 class _RunCommand(typer.core.TyperCommand):

@@ -2,9 +2,12 @@
 
 Each evaluation is declared once, as data (a :class:`MetricSpec`): its function, its
 options (default, check, help), whether a higher score is better, and what it needs
-(``model``, ``maps``, ``block_masks``, ``retraining``, ``proxy``). ``gradaudit --help``,
-``gradaudit metrics`` and the contract tests read this registry; adding a metric is its
-module and one :func:`register` call.
+(``model``, ``maps``, ``block_masks``, ``retraining``, ``proxy``), its display label and
+its text table. ``gradaudit --help``, ``gradaudit metrics``, the command of each metric
+that needs no more than a model, maps and block masks (:data:`MAP_NEEDS`: ``gradaudit
+road``, ``perturb``, ``leakage``, ...; ``cli.py`` builds them from the spec), the studies'
+``metrics`` and the contract tests read this registry; adding a metric is its module and
+one :func:`register` call.
 
 Option defaults are read from the metric function's own signature, and the list-valued
 options are checked by the function's own checks, so neither can drift from the function.
@@ -37,6 +40,7 @@ from ..masking.fill import FILLS
 from ..masking.ranking import RANK_BY
 from . import perturbation as _perturbation
 from . import sample_quality as _sample_quality
+from . import tables as _tables
 from ._curves import check_fractions
 from .degradation import BOTH, PATCH_FILLS, PATCH_SCORES, degradation
 from .diffroar import diffroar, kar, roar
@@ -44,17 +48,32 @@ from .leakage import leakage
 from .retrain_setup import RETRAIN_FILLS, _check_levels
 from .road import ROAD_ORDERS, ROAD_RANKS, road
 
-__all__ = ["METRICS", "NEEDS", "MetricSpec", "Subject", "evaluate", "get_metric", "register"]
+__all__ = ["MAP_NEEDS", "METRICS", "NEEDS", "MetricOption", "MetricSpec", "Subject", "evaluate", "get_metric",
+           "register"]
 
 NEEDS = ("model", "maps", "block_masks", "retraining", "proxy")
+MAP_NEEDS = frozenset({"model", "maps", "block_masks"})
+"""What a metric computed from one model and its test maps may need (no retraining, no
+proxy): these metrics run as their own command and in a study's ``metrics``."""
 Check = Callable[[Any, str, str], Any]
+
+
+@dataclass(frozen=True)
+class MetricOption(Option):
+    """A metric option (default, check, help); ``many``: the value is a list of numbers
+    (the command line reads it comma-separated, e.g. ``--ks 5,10``)."""
+
+    many: bool = False
 
 
 @dataclass(frozen=True)
 class Subject:
     """What a metric evaluates: a model, its test images and their attribution maps, and,
     for the metrics that need them, the training set and its maps (retraining), the
-    architecture and recipe to retrain, and a proxy classifier (sample quality)."""
+    architecture and recipe to retrain, and a proxy classifier (sample quality).
+
+    ``data_mean`` is the training images' per-channel mean (``fill="mean"``); ``bounds`` the
+    input box that imputed values are clamped into (None: no clamp; ROAD)."""
 
     test: ImageSet
     model: nn.Module | None = None
@@ -64,6 +83,8 @@ class Subject:
     spec: Any = None
     recipe: Any = None
     proxy: nn.Module | None = None
+    data_mean: torch.Tensor | None = None
+    bounds: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +101,9 @@ class MetricSpec:
         needs: What :class:`Subject` must hold, a subset of :data:`NEEDS`.
         summary: One line for ``--help``.
         source: Paper reference.
+        label: Name in printed headers (default ``name``).
+        table: result -> plain-text table (default
+            :func:`~gradaudit.evaluation.tables.summary_table`).
     """
 
     name: str
@@ -90,10 +114,13 @@ class MetricSpec:
     needs: frozenset[str] = frozenset({"model", "maps"})
     summary: str = ""
     source: str = ""
+    label: str = ""
+    table: Callable[[Any], str] = _tables.summary_table
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
         object.__setattr__(self, "needs", frozenset(self.needs))
+        object.__setattr__(self, "label", self.label or self.name)
         unknown = set(self.needs) - set(NEEDS)
         if unknown:
             raise ParameterError(f"MetricSpec {self.name!r}: unknown needs {sorted(unknown)}; valid: {', '.join(NEEDS)}.")
@@ -184,7 +211,11 @@ def _defaults(function: Callable[..., Any]) -> dict[str, Any]:
 
 
 def _choice(choices: Sequence[str]) -> Check:
-    return lambda v, n, c: check_choice(v, n, c, tuple(choices))
+    def check(v: Any, n: str, c: str) -> Any:
+        return check_choice(v, n, c, tuple(choices))
+
+    check.choices = tuple(choices)  # type: ignore[attr-defined]  # (listed in the commands' --help)
+    return check
 
 
 def _int_at_least(low: int) -> Check:
@@ -216,10 +247,14 @@ def _optional_fractions(v: Any, n: str, c: str) -> tuple[float, ...] | None:
     return None if v is None else check_fractions(v, n, c)
 
 
-def _options(function: Callable[..., Any], table: Mapping[str, tuple[Check, str]]) -> dict[str, Option]:
+_MANY = "many"  # a table entry (check, help, _MANY): the option is a list of numbers
+
+
+def _options(function: Callable[..., Any], table: Mapping[str, tuple[Any, ...]]) -> dict[str, Option]:
     """Options with the defaults of ``function``'s signature."""
     defaults = _defaults(function)
-    return {name: Option(defaults[name], check, help) for name, (check, help) in table.items()}
+    return {name: MetricOption(defaults[name], check, help, many=_MANY in rest)
+            for name, (check, help, *rest) in table.items()}
 
 
 # ---- the metrics ----------------------------------------------------------------------
@@ -233,7 +268,7 @@ def _retrain_compute(function: Callable[..., Any]) -> Callable[..., Any]:
 
 def _retrain_options(function: Callable[..., Any]) -> dict[str, Option]:
     return _options(function, {
-        "levels": (lambda v, n, c: _check_levels(v, c), "fractions of coordinates kept (top-k) or removed"),
+        "levels": (lambda v, n, c: _check_levels(v, c), "fractions of coordinates kept (top-k) or removed", _MANY),
         "seeds": (_int_at_least(1), "retrains per level and arm"),
         "fill": (_choice(RETRAIN_FILLS), "value of the removed coordinates"),
         "rank": (_choice(RANK_BY), "rank single coordinates or channel-summed pixels"),
@@ -249,31 +284,32 @@ _HOOKER = "Hooker et al., 'A Benchmark for Interpretability Methods in Deep Neur
 
 register(MetricSpec(
     "diffroar", diffroar, _retrain_compute(diffroar), _retrain_options(diffroar),
-    higher_is_better=True, needs=_RETRAIN_NEEDS, source=_SHAH,
+    higher_is_better=True, needs=_RETRAIN_NEEDS, source=_SHAH, label="DiffROAR", table=_tables.diffroar_table,
     summary="top-k minus bottom-k retrained accuracy per level (retrains models)"))
 register(MetricSpec(
     "roar", roar, _retrain_compute(roar), _retrain_options(roar),
-    higher_is_better=False, needs=_RETRAIN_NEEDS, source=_HOOKER,
+    higher_is_better=False, needs=_RETRAIN_NEEDS, source=_HOOKER, label="ROAR",
     summary="retrained accuracy after removing the top-k coordinates (retrains models)"))
 register(MetricSpec(
     "kar", kar, _retrain_compute(kar), _retrain_options(kar),
-    higher_is_better=True, needs=_RETRAIN_NEEDS, source=_HOOKER,
+    higher_is_better=True, needs=_RETRAIN_NEEDS, source=_HOOKER, label="KAR",
     summary="retrained accuracy keeping only the top-k coordinates (retrains models)"))
 
 
 def _road_compute(s: Subject, o: dict[str, Any], seed: int, device: Any, quiet: bool) -> Any:
-    return road(s.model, s.test.x, s.test.y, s.maps, seed=seed, device=device, quiet=quiet, **o)
+    return road(s.model, s.test.x, s.test.y, s.maps, mean=s.data_mean, bounds=s.bounds, seed=seed, device=device,
+                quiet=quiet, **o)
 
 
 register(MetricSpec(
     "road", road, _road_compute, _options(road, {
-        "percentages": (check_fractions, "fractions of coordinates removed"),
+        "percentages": (check_fractions, "fractions of coordinates removed", _MANY),
         "order": (_choice(tuple(ROAD_ORDERS)), "morf, lerf or both"),
         "fill": (_choice(FILLS), "imputation of removed coordinates"),
         "rank": (_choice(ROAD_RANKS), "rank channel-summed pixels or single coordinates"),
         "absolute": (check_bool, "rank by |attribution|"),
         "noise": (_nonnegative, "σ of the imputation noise"),
-    }), higher_is_better=True,
+    }), higher_is_better=True, label="ROAD", table=_tables.road_table,
     source="Rong et al., 'A Consistent and Efficient Evaluation Strategy for Attribution Methods', ICML 2022",
     summary="accuracy after removing and imputing ranked coordinates, no retraining (LeRF − MoRF area)"))
 
@@ -285,12 +321,13 @@ def _pixel(s: Subject, o: dict[str, Any], seed: int, device: Any, quiet: bool) -
 
 register(MetricSpec(
     "pixel-perturbation", _perturbation.pixel_perturbation, _pixel, _options(_perturbation.pixel_perturbation, {
-        "fractions": (_optional_fractions, "fractions of pixels removed (None: 25 log-spaced in [0.01, 1])"),
+        "fractions": (_optional_fractions, "fractions of pixels removed (None: 25 log-spaced in [0.01, 1])", _MANY),
         "order": (_choice(_perturbation.ORDERS), "remove least (lerf) or most (morf) salient first"),
         "fill": (_choice(tuple(_perturbation._PIXEL_FILLS)), "value of the removed pixels"),
         "value": (_float, "the constant fill value"),
         "score": (_choice(tuple(_perturbation._PIXEL_SCORES)), "pixel score from the map's channels"),
-    }), higher_is_better=True, source="Srinivas & Fleuret, ICLR 2021, §5.2.1",
+    }), higher_is_better=True, source="Srinivas & Fleuret, ICLR 2021, §5.2.1", label="pixel perturbation",
+    table=_tables.pixel_table,
     summary="accuracy as the least (or most) salient pixels are removed, no retraining"))
 
 
@@ -305,7 +342,7 @@ register(MetricSpec(
         "order": (_choice(tuple(BOTH)), "morf, lerf or both"),
         "fill": (_choice(tuple(PATCH_FILLS)), "value of the removed patches"),
         "patch_score": (_choice(tuple(PATCH_SCORES)), "patch score from the map"),
-    }), higher_is_better=True,
+    }), higher_is_better=True, label="patch degradation", table=_tables.degradation_table,
     source="Schulz et al., 'Restricting the Flow: Information Bottlenecks for Attribution', ICLR 2020",
     summary="accuracy as ranked patches are removed (LeRF − MoRF area), no retraining"))
 
@@ -317,8 +354,9 @@ def _leak(s: Subject, o: dict[str, Any], seed: int, device: Any, quiet: bool) ->
 
 register(MetricSpec(
     "leakage", leakage, _leak, _options(leakage, {
-        "ks": (_fractions(100.0), "top-k% of coordinates checked against the null block"),
+        "ks": (_fractions(100.0), "top-k% of coordinates checked against the null block", _MANY),
     }), higher_is_better=False, needs=frozenset({"maps", "block_masks"}), source=_SHAH,
+    label="Null-block leakage", table=_tables.leakage_table,
     summary="share of the attribution on BlockMNIST's null block (0 = none)"))
 
 

@@ -15,6 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
+from .._cli_options import Json
+
 __all__ = ["runs_app"]
 
 runs_app = typer.Typer(help="List, inspect and clean the run store (one folder per job).",
@@ -23,7 +25,6 @@ runs_app = typer.Typer(help="List, inspect and clean the run store (one folder p
 Root = Annotated[Path, typer.Option("--root", envvar="GRADAUDIT_RUNS",
                                     help="The run store's folder.")]
 Kind = Annotated[str | None, typer.Option("--kind", help="Only jobs of this kind.")]
-Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON to stdout.")]
 
 
 def _dump(obj: Any) -> str:

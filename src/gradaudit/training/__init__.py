@@ -2,7 +2,7 @@
 
 from .attacks import eval_mode, pgd, robust_accuracy
 from .ensemble import Member, StackedFit, fit_stacked
-from .fit import FitResult, fit, load_run, make_optimizer
+from .fit import FitResult, data_fingerprint, fit, load_run, make_optimizer
 from .metrics import accuracy, predict
 from .recipe import Recipe
 from .regularizers import REGULARIZERS
@@ -15,6 +15,7 @@ __all__ = [
     "Recipe",
     "StackedFit",
     "accuracy",
+    "data_fingerprint",
     "eval_mode",
     "fit",
     "fit_stacked",
