@@ -153,7 +153,7 @@ def train(
     """Train a model and write a run directory (config, metrics JSON, checkpoint)."""
     from . import data as data_mod
     from .models import ModelSpec
-    from .training import Recipe, accuracy, fit
+    from .training import Recipe, fit
     from .training.regularizers import PAPER_DEFAULTS
 
     reg_names = {"score": "score-matching", "anti": "anti-score-matching"}
@@ -181,13 +181,9 @@ def train(
     spec = ModelSpec(name=model, input_shape=train_set.input_shape, num_classes=train_set.num_classes,
                      options=options)
     net = spec.build(seed=seed)
-    result = fit(net, train_set, recipe, out=out, device=dev, quiet=quiet, spec=spec.model_dump(mode="json"))
-    test_acc = accuracy(net, test_set.x, test_set.y, device=dev)
-    from ._io import read_json, write_json
-
-    info = read_json(out / "run.json")
-    info["test_accuracy"] = test_acc
-    write_json(out / "run.json", info)
+    result = fit(net, train_set, recipe, out=out, device=dev, quiet=quiet, spec=spec.model_dump(mode="json"),
+                 test=test_set)  # (fit records the test accuracy in run.json)
+    test_acc = result.test_accuracy
     last = result.history[-1] if result.history else {}
     emit({"out": str(out), "test_accuracy": test_acc, "history": result.history}, as_json,
          f"{'loaded' if result.loaded else 'trained'} {model} on {dataset}: "

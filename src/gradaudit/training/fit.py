@@ -67,6 +67,7 @@ class FitResult:
         seconds: Wall time of the epochs trained in this call.
         loaded: True if the run was finished already and only loaded from ``out``.
         out: The run directory, if any.
+        test_accuracy: Accuracy of the final model on ``fit(test=...)`` (None if not given).
     """
 
     model: nn.Module
@@ -75,6 +76,7 @@ class FitResult:
     seconds: float = 0.0
     loaded: bool = False
     out: Path | None = None
+    test_accuracy: float | None = None
 
 
 def _sgd(params: Any, recipe: Recipe) -> torch.optim.Optimizer:
@@ -169,6 +171,7 @@ def fit(
     quiet: bool = False,
     spec: dict[str, Any] | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    test: ImageSet | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train`` with ``recipe`` (in place) and return a :class:`FitResult`.
 
@@ -191,6 +194,8 @@ def fit(
         spec: JSON-able description of the model (``models.ModelSpec``) recorded in
             ``run.json`` so the run can be reloaded with :func:`training.load_run`.
         on_epoch_end: Called as ``fn(epoch, history_entry)`` after each saved epoch.
+        test: A held-out test set, never trained or selected on: the final model's accuracy
+            on it is returned and recorded in ``run.json`` (``test_accuracy``).
 
     Returns:
         The :class:`FitResult`.
@@ -213,7 +218,10 @@ def fit(
         _check_same(out_dir, info, ident)
         _load_into(out_dir / WEIGHTS, model)
         model.eval()
-        return FitResult(model, recipe, info["history"], 0.0, True, out_dir)
+        acc = info.get("test_accuracy") if test is not None else None
+        if test is not None and acc is None:  # (a run written without a test set)
+            acc = accuracy(model, test.x, test.y, device=device)
+        return FitResult(model, recipe, info["history"], 0.0, True, out_dir, acc)
 
     if not train.x.is_contiguous():  # batches are gathered rows: keep them dense
         train = train.with_x(train.x.contiguous())
@@ -247,9 +255,10 @@ def fit(
             bar.advance(epochs)
     seconds = time.perf_counter() - t0
     model.eval()
+    acc = None if test is None else accuracy(model, test.x, test.y, device=device)
     if out_dir is not None:
-        _finish(out_dir, model, ident, history)
-    return FitResult(model, recipe, history, seconds, False, out_dir)
+        _finish(out_dir, model, ident, history, {} if acc is None else {"test_accuracy": acc})
+    return FitResult(model, recipe, history, seconds, False, out_dir, acc)
 
 
 def _resident(data: ImageSet, device: torch.device) -> ImageSet:
@@ -384,11 +393,12 @@ def _epoch_steps(
     return loss_sum, correct, lr
 
 
-def _finish(out: Path, model: nn.Module, ident: dict[str, Any], history: list[dict[str, float]]) -> None:
+def _finish(out: Path, model: nn.Module, ident: dict[str, Any], history: list[dict[str, float]],
+            extra: dict[str, Any]) -> None:
     # the weights file describes itself: model spec, recipe (with its seed), data, provenance
     save_checkpoint(out / WEIGHTS, model, None, {}, {**ident, **provenance()})
     write_json(out / RUN_JSON, {**ident, "status": "complete", "history": history,
-                                "seconds": sum(h["seconds"] for h in history), **provenance()})
+                                "seconds": sum(h["seconds"] for h in history), **extra, **provenance()})
     (out / CHECKPOINT).unlink(missing_ok=True)
 
 
