@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from gradaudit import ParameterError
+from gradaudit import ParameterError, ParameterTypeError
 from gradaudit.runs import ProcessExecutor, make_executor
 
 
@@ -25,8 +25,10 @@ def test_one_item_runs_in_this_process_and_bad_options_fail_early():
     seen = []
     assert ProcessExecutor(workers=2).map(lambda v: seen.append(v) or v, [3]) == [3]  # a lambda: no pickling
     assert seen == [3]
-    with pytest.raises(ParameterError, match="workers"):
+    with pytest.raises(ParameterError, match=r"'workers' parameter of ProcessExecutor must be an int in \[1, inf\)\. Got 0"):
         ProcessExecutor(workers=0)
+    with pytest.raises(ParameterTypeError, match=r"'threads' parameter of ProcessExecutor must be an int .* Got 1\.5"):
+        ProcessExecutor(threads=1.5)
 
 
 def test_finished_store_jobs_start_no_worker(tmp_path):

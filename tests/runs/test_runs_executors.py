@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gradaudit import GradauditError, ParameterError
+from gradaudit import GradauditError, ParameterError, ParameterTypeError
 from gradaudit.runs import InProcessExecutor, RayExecutor, RunStore, make_executor
 
 
@@ -103,3 +103,28 @@ def test_ray_matches_in_process(jobs, tmp_path: Path, one_thread) -> None:
     assert calls == []
     statuses = {j.config["seed"]: j.status for j in shared.jobs("fail")}
     assert statuses == {2: "done", 3: "failed"}
+
+
+def test_wait_all_waits_for_every_task_then_gives_the_first_error() -> None:
+    """The one 'wait for every task, then raise the first error' loop of the process and Ray executors."""
+    from gradaudit.runs.executors import wait_all
+
+    called = []
+
+    def task(i: int):
+        def wait():
+            called.append(i)
+            if i in (1, 3):
+                raise ValueError(f"task {i}")
+            return 10 * i
+        return wait
+
+    results, first = wait_all(task(i) for i in range(5))
+    assert called == [0, 1, 2, 3, 4]  # the failures did not stop the waits after them
+    assert results == [0, None, 20, None, 40]
+    assert isinstance(first, ValueError) and str(first) == "task 1"
+    assert wait_all(task(i) for i in (0, 2)) == ([0, 20], None)
+    with pytest.raises(ParameterTypeError, match=r"'max_retries' parameter of RayExecutor must be an int in \[0, inf\)"):
+        RayExecutor(max_retries=1.0)
+    with pytest.raises(ParameterError, match=r"'max_retries' parameter of RayExecutor .* Got -1"):
+        RayExecutor(max_retries=-1)

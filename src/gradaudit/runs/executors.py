@@ -14,15 +14,16 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, TypeVar
 
-from .._validation import GradauditError, ParameterError, check_float, unknown_name
+from .._validation import GradauditError, ParameterError, check_float, check_int, unknown_name
 
-__all__ = ["EXECUTORS", "Executor", "InProcessExecutor", "RayExecutor", "make_executor"]
+__all__ = ["EXECUTORS", "Executor", "InProcessExecutor", "RayExecutor", "make_executor", "wait_all"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -35,6 +36,24 @@ class Executor(Protocol):
     first item (in item order) that failed."""
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]: ...
+
+
+def wait_all(waits: Iterable[Callable[[], R]]) -> tuple[list[R | None], BaseException | None]:
+    """Call each ``wait`` (a future's ``result``, a Ray ``get``) in item order, all of them
+    even after one raised, so no task still writes when the caller returns or raises.
+
+    Returns:
+        (the results, None where the wait raised; the first error in item order, or None).
+    """
+    results: list[R | None] = []
+    first: BaseException | None = None
+    for wait in waits:
+        try:
+            results.append(wait())
+        except Exception as err:  # keep waiting for the others
+            results.append(None)
+            first = first or err
+    return results, first
 
 
 class InProcessExecutor:
@@ -131,10 +150,7 @@ class RayExecutor:
         self.cpus_per_job = check_float(cpus_per_job, "cpus_per_job", "RayExecutor", 0, None,
                                         low_open=True)
         self.gpus_per_job = check_float(gpus_per_job, "gpus_per_job", "RayExecutor", 0, None)
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ParameterError("The 'max_retries' parameter of RayExecutor must be an integer "
-                                 f">= 0. Got {max_retries!r}.")
-        self.max_retries = max_retries
+        self.max_retries = check_int(max_retries, "max_retries", "RayExecutor", 0)
         self.connect_timeout_s = check_float(connect_timeout_s, "connect_timeout_s", "RayExecutor",
                                              0, None, low_open=True)
         self.check_resources = bool(check_resources)
@@ -214,16 +230,8 @@ class RayExecutor:
                             max_retries=self.max_retries)(_ray_call)
         fn_ref = ray.put(fn)
         refs = [remote.remote(fn_ref, item) for item in items]
-        results: list[Any] = []
-        first: BaseException | None = None
-        for ref in refs:
-            try:
-                node, value = ray.get(ref)
-                self.task_nodes.append(node)
-                results.append(value)
-            except Exception as err:  # keep waiting: no task may still write after we return
-                results.append(None)
-                first = first or err
+        done, first = wait_all(functools.partial(ray.get, ref) for ref in refs)
+        self.task_nodes.extend(pair[0] for pair in done if pair is not None)
         if first is not None:
             cause = getattr(first, "cause", None)
             if isinstance(cause, BaseException):
@@ -238,7 +246,7 @@ class RayExecutor:
                     "the others stay unfinished with their checkpoints: run again to resume "
                     "them.") from first
             raise first
-        return results
+        return [pair[1] for pair in done]  # type: ignore[index]  (no failure: every pair is set)
 
     def close(self) -> None:
         """Shut down the Ray this executor started (a caller's Ray is left running)."""

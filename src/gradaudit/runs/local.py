@@ -10,11 +10,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from .._progress import log_config
-from .._validation import ParameterError
-from .executors import EXECUTORS
+from .._validation import check_int
+from .executors import EXECUTORS, wait_all
 from .store import JobTask, RunStore
 
 __all__ = ["ProcessExecutor"]
@@ -49,8 +49,9 @@ class ProcessExecutor:
 
     def __init__(self, workers: int | None = None, threads: int | None = None) -> None:
         cores = os.cpu_count() or 1
-        self.workers = _positive_or_none(workers, "workers", low=1) or cores
-        self.threads = _positive_or_none(threads, "threads", low=1) or max(1, cores // self.workers)
+        self.workers = cores if workers is None else check_int(workers, "workers", "ProcessExecutor", 1)
+        self.threads = (max(1, cores // self.workers) if threads is None
+                        else check_int(threads, "threads", "ProcessExecutor", 1))
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         from concurrent.futures import ProcessPoolExecutor
@@ -70,31 +71,16 @@ class ProcessExecutor:
         with ProcessPoolExecutor(min(self.workers, len(items)), mp_context=context,
                                  initializer=_init_worker, initargs=(self.threads, log_config())) as pool:
             futures = [pool.submit(fn, item) for item in items]
-            results: list[Any] = []
-            first: BaseException | None = None
-            for future in futures:
-                try:
-                    results.append(future.result())
-                except Exception as err:  # keep waiting: no task may still write after we return
-                    results.append(None)
-                    first = first or err
+            results, first = wait_all(f.result for f in futures)
         if first is not None:
             raise first
-        return results
+        return results  # type: ignore[return-value]  (no failure: every result is set)
 
     def __enter__(self) -> ProcessExecutor:
         return self
 
     def __exit__(self, *exc: object) -> None:
         pass
-
-
-def _positive_or_none(value: int | None, name: str, low: int) -> int | None:
-    """``value`` if it is None or an int >= ``low``; else one clear error."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-        raise ParameterError(f"The {name!r} option of the process executor must be an integer >= {low}. "
-                             f"Got {value!r}.")
-    return value
 
 
 EXECUTORS["process"] = ProcessExecutor
