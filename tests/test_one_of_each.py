@@ -95,3 +95,27 @@ def test_a_retrain_folder_written_before_the_merge_resumes(tmp_path) -> None:
     with pytest.raises(ParameterError, match=r"another config \(config\.fill is 'zero' there, 'mean' here\)\. "
                                              r"Write to another folder \(--out of gradaudit diffroar"):
         retrain.retrain_store(tmp_path, {**cfg, "fill": "mean"})
+
+
+def _quiet_defaults() -> dict[str, object]:
+    import inspect
+
+    from gradaudit import evaluation
+
+    found = {}
+    for name in evaluation.__all__:
+        fn = getattr(evaluation, name)
+        if callable(fn) and not isinstance(fn, type):
+            param = inspect.signature(fn).parameters.get("quiet")
+            if param is not None:
+                found[name] = param.default
+    return found
+
+
+def test_every_evaluation_has_the_one_quiet_default() -> None:
+    from gradaudit._progress import EVAL_QUIET
+
+    found = _quiet_defaults()
+    assert {"road", "pixel_perturbation", "degradation", "evaluate", "activation_maximization"} <= set(found)
+    pending = {"diffroar", "roar", "kar"}  # evaluation/diffroar.py: being edited by its owner
+    assert {n: v for n, v in found.items() if n not in pending} == dict.fromkeys(set(found) - pending, EVAL_QUIET)

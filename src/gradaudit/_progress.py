@@ -27,9 +27,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-__all__ = ["LOGGER", "configure_log", "log_config", "log_step", "progress", "reset_log", "show_progress"]
+__all__ = ["EVAL_QUIET", "LOGGER", "configure_log", "log_config", "log_step", "progress", "reset_log", "show_progress"]
 
 LOGGER = logging.getLogger("gradaudit")
+
+# The default of every evaluation's ``quiet=`` (DiffROAR/ROAR/KAR, ROAD, pixel perturbation,
+# degradation, sample quality, ``evaluation.evaluate``): a library call draws no bars unless
+# asked; the CLI (-q) and the studies pass their own.
+EVAL_QUIET = True
 
 
 class _StderrHandler(logging.Handler):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._progress import progress
+from .._progress import EVAL_QUIET, progress
 from .._provenance import provenance
 from .._torch_utils import eval_mode
 from .._validation import ParameterError, check_bool, check_choice, check_int
@@ -126,7 +126,7 @@ def degradation(
     seed: int = 0,
     batch_size: int = 256,
     device: str | torch.device | None = None,
-    quiet: bool = True,
+    quiet: bool = EVAL_QUIET,
 ) -> DegradationResult:
     """Patch degradation: probability of the clean prediction as ranked patches are replaced.
 

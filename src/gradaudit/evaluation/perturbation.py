@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._progress import progress
+from .._progress import EVAL_QUIET, progress
 from .._provenance import provenance
 from .._torch_utils import eval_mode
 from .._validation import ParameterError, check_choice, check_float
@@ -126,7 +126,7 @@ def pixel_perturbation(
     seed: int = 0,
     batch_size: int = 256,
     device: str | torch.device | None = None,
-    quiet: bool = True,
+    quiet: bool = EVAL_QUIET,
 ) -> PerturbationResult:
     """Pixel perturbation: accuracy as the least (or most) salient pixels are replaced.
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._progress import EVAL_QUIET
 from .._registry import Registry
 from .._validation import (
     ParameterError,
@@ -177,7 +178,7 @@ def evaluate(
     *,
     seed: int = 0,
     device: str | torch.device = "cpu",
-    quiet: bool = True,
+    quiet: bool = EVAL_QUIET,
     **options: Any,
 ) -> Any:
     """Run the registered metric ``metric`` on ``subject``.

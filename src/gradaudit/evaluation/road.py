@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .._progress import progress
+from .._progress import EVAL_QUIET, progress
 from .._provenance import provenance
 from .._torch_utils import eval_mode
 from .._validation import ParameterError, check_bool, check_choice, check_float
@@ -121,7 +121,7 @@ def road(
     seed: int = 0,
     batch_size: int = 256,
     device: str | torch.device | None = None,
-    quiet: bool = True,
+    quiet: bool = EVAL_QUIET,
     bounds: tuple[float, float] | None = None,
 ) -> RoadResult:
     """ROAD: accuracy of the unchanged model as attributed coordinates are imputed away.

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .._progress import progress
+from .._progress import EVAL_QUIET, progress
 from .._torch_utils import eval_mode, model_device
 from .._validation import (
     ParameterError,
@@ -148,7 +148,7 @@ def activation_maximization(
     bounds: Sequence[float] = (0.0, 1.0),
     seed: int = 0,
     batch_size: int = 256,
-    quiet: bool = True,
+    quiet: bool = EVAL_QUIET,
 ) -> ActivationSamples:
     """Class samples of the implicit density exp f_y(x): projected gradient ascent on f_y.
 
@@ -326,7 +326,7 @@ def gan_test_score(
     bounds: Sequence[float] = (0.0, 1.0),
     seed: int = 0,
     batch_size: int = 256,
-    quiet: bool = True,
+    quiet: bool = EVAL_QUIET,
     **sampling: Any,
 ) -> GanTestResult:
     """Sample ``model`` by :func:`activation_maximization` for ``targets``; score with ``proxy``.
