@@ -241,7 +241,9 @@ def fit(
     with progress(quiet) as bar:
         epochs = bar.add_task(f"training {what}", total=recipe.epochs, completed=start)
         for epoch in range(start, recipe.epochs):
-            entry = _train_epoch(model, data, recipe, optimizer, gens, epoch, device, bar)
+            t0_epoch = time.perf_counter()
+            steps = _epoch_steps(model, data, recipe, optimizer, gens, epoch, device, bar)
+            entry = _epoch_entry(epoch, len(data), t0_epoch, *steps)
             if val is not None:
                 entry["val_acc"] = accuracy(model, val.x, val.y, device=device)
             history.append(entry)
@@ -322,20 +324,10 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
-def _train_epoch(
-    model: nn.Module,
-    data: ImageSet,
-    recipe: Recipe,
-    optimizer: torch.optim.Optimizer,
-    gens: dict[str, torch.Generator],
-    epoch: int,
-    device: torch.device,
-    bar: Any,
-) -> dict[str, float]:
-    """One pass over ``data`` (on ``device``); the epoch's loss and accuracy are read from
-    the device once, at its end."""
-    n, t0 = len(data), time.perf_counter()
-    loss_sum, correct, lr = _epoch_steps(model, data, recipe, optimizer, gens, epoch, device, bar)
+def _epoch_entry(epoch: int, n: int, t0: float, loss_sum: torch.Tensor, correct: torch.Tensor,
+                 lr: float) -> dict[str, float]:
+    """The history entry of an epoch of ``n`` images begun at ``t0``, from what
+    :func:`_epoch_steps` returned: loss and accuracy are read from the device once, here."""
     loss, acc = loss_sum.item() / n, int(correct) / n  # the epoch's one host synchronisation
     seconds = time.perf_counter() - t0
     return {"epoch": epoch + 1, "lr": lr, "train_loss": loss, "train_acc": acc,
