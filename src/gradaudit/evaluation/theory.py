@@ -22,8 +22,15 @@ from .._validation import ParameterError
 __all__ = ["BlockLeakage", "SignalRank", "block_leakage", "signal_rank"]
 
 
+class _Record:
+    """A result of plain numbers: ``to_dict()`` gives its fields."""
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)  # type: ignore[call-overload]  (every subclass is a dataclass)
+
+
 @dataclass(frozen=True)
-class SignalRank:
+class SignalRank(_Record):
     """How often the signal coordinate is ranked first / last by |attribution|.
 
     Attributes:
@@ -37,9 +44,6 @@ class SignalRank:
     bottom1: float
     aq: float
     n: int
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 def _flat(g: torch.Tensor, n: int, name: str) -> torch.Tensor:
@@ -64,7 +68,7 @@ def signal_rank(grads: torch.Tensor, signal_index: torch.Tensor) -> SignalRank:
 
 
 @dataclass(frozen=True)
-class BlockLeakage:
+class BlockLeakage(_Record):
     """Where |attribution| falls on simplified BlockMNIST.
 
     Attributes:
@@ -82,9 +86,6 @@ class BlockLeakage:
     relevant_share: float
     chance: float
     top_block_is_own: float
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 def block_leakage(
