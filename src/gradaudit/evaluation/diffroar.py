@@ -77,6 +77,7 @@ def diffroar(
     engine: str = "auto",
     max_stack: int = MAX_STACK,
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
     quiet: bool = False,
     make_model: Callable[[], nn.Module] | None = None,
     train_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], nn.Module] | None = None,
@@ -153,6 +154,9 @@ def diffroar(
         engine, max_stack: Stacked-training engine ("auto", "bmm", "loop") and the most
             models trained at once.
         device: Where to retrain.
+        precision: Arithmetic of the stacked retrains: "fp32" (default), or on CUDA only
+            "tf32" (TensorFloat-32 matrix products) or "bf16" (TF32 plus bfloat16 autocast;
+            weights and losses in fp32). Recorded in the result's config.
         quiet: No progress bars.
 
     Raises:
@@ -166,7 +170,8 @@ def diffroar(
     s = check_arguments("diffroar()", model, train, test, method=method, attributions=attributions, spec=spec,
                recipe=recipe, target=target, method_options=method_options, levels=levels,
                seeds=seeds, seed=seed, fill=fill, rank=rank, random=random, mask_only=mask_only,
-               engine=engine, max_stack=max_stack, make_model=make_model, train_fn=train_fn, executor=executor)
+               engine=engine, max_stack=max_stack, make_model=make_model, train_fn=train_fn, executor=executor,
+               precision=precision, device=device)
     rankings = make_rankings(s)
     views = ["pixels", "mask"] if s.controls["mask_only"] else ["pixels"]
     grid = {(n, side, v): [Arm(n, side, keep_count(k, r.d), v) for k in s.levels]
@@ -182,7 +187,7 @@ def diffroar(
 
 
 def _removal(protocol: str, model: Any, train: Any, test: Any, kw: dict[str, Any]) -> RetrainResult:
-    out, device, quiet = kw.pop("out"), kw.pop("device"), kw.pop("quiet")
+    out, device, quiet = kw.pop("out"), kw["device"], kw.pop("quiet")
     s = check_arguments(f"{protocol}()", model, train, test, **kw)
     rankings = make_rankings(s)
     views = ["pixels", "mask"] if s.controls["mask_only"] else ["pixels"]
@@ -225,6 +230,7 @@ def roar(
     engine: str = "auto",
     max_stack: int = MAX_STACK,
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
     quiet: bool = False,
     make_model: Callable[[], nn.Module] | None = None,
     train_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], nn.Module] | None = None,
@@ -280,6 +286,7 @@ def kar(
     engine: str = "auto",
     max_stack: int = MAX_STACK,
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
     quiet: bool = False,
     make_model: Callable[[], nn.Module] | None = None,
     train_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], nn.Module] | None = None,

@@ -31,7 +31,7 @@ from ..data.imageset import ImageSet, as_imageset
 from ..masking.fill import FILLS, MASK_VIEW
 from ..masking.ranking import RANK_BY, rank_positions
 from ..models.spec import ModelSpec
-from ..training.ensemble import ENGINES
+from ..training.ensemble import ENGINES, PRECISIONS
 from ..training.fit import load_run
 from ..training.recipe import Recipe
 from .retrain import Arm, Ranking, Retrainer, tensor_digest
@@ -67,6 +67,7 @@ class Setup:
     make_model: Callable[[], nn.Module] | None = None
     train_fn: Callable[..., nn.Module] | None = None
     executor: Any = None
+    precision: str = "fp32"
 
     @property
     def custom(self) -> bool:
@@ -208,6 +209,8 @@ def check_arguments(caller: str, model: Any, train: Any, test: Any, **kw: Any) -
         raise ParameterError(f"The 'seeds' parameter of {caller} must be an int in [1, inf) (3 is the protocol minimum). Got {seeds!r}.")
     seed = check_int(kw["seed"], "seed", caller, 0)
     executor = kw.get("executor")
+    precision = _check_precision(kw.get("precision", "fp32"), kw.get("device", "cpu"),
+                                 spec is None or kw.get("train_fn") is not None, caller)
     if executor is not None and not callable(getattr(executor, "map", None)):
         raise ParameterTypeError(f"The 'executor' argument of {caller} must have a map(fn, items) method (runs.InProcessExecutor, runs.RayExecutor). Got {type(executor).__name__}.")
     return Setup(
@@ -217,8 +220,31 @@ def check_arguments(caller: str, model: Any, train: Any, test: Any, **kw: Any) -
         check_choice(kw["rank"], "rank", caller, RANK_BY),
         {k: check_bool(kw[k], k, caller) for k in ("random", "mask_only")},
         check_choice(kw["engine"], "engine", caller, ENGINES), check_int(kw["max_stack"], "max_stack", caller, 1),
-        kw.get("make_model"), kw.get("train_fn"), executor,
+        kw.get("make_model"), kw.get("train_fn"), executor, precision,
     )
+
+
+def _on_cuda(device: Any) -> bool:
+    try:
+        return torch.device(device).type == "cuda"
+    except (RuntimeError, TypeError):
+        return False
+
+
+def _check_precision(precision: Any, device: Any, custom: bool, caller: str) -> str:
+    """fp32 anywhere; tf32 and bf16 only for gradaudit's own (stacked) retraining on a CUDA device."""
+    check_choice(precision, "precision", caller, PRECISIONS)
+    if precision == "fp32":
+        return precision
+    if not _on_cuda(device):
+        raise ParameterError(
+            f"precision={precision!r} of {caller} is a CUDA speed option (TensorFloat-32 / bfloat16 products); "
+            f"the retrains run on {device!r}. Use precision='fp32' (the default) on the CPU, or device='cuda'.")
+    if custom:
+        raise ParameterError(f"precision={precision!r} of {caller} applies to retraining a spec= architecture with "
+                             "recipe=; with make_model= or train_fn= the retrains run one by one in fp32. Leave "
+                             "precision='fp32'.")
+    return precision
 
 
 def _check_fresh(fresh: nn.Module, train: ImageSet, top: int, caller: str) -> None:
@@ -303,6 +329,7 @@ def _config(s: Setup, protocol: str, rankings: Mapping[str, Ranking]) -> dict[st
         "controls": dict(s.controls), "mask_view": MASK_VIEW,
         "spec": None if s.spec is None else s.spec.model_dump(mode="json"),
         "recipe": None if s.recipe is None else s.recipe.model_dump(mode="json"), "engine": s.engine, "max_stack": s.max_stack,
+        "precision": s.precision,
         "train": _data_id(s.train), "test": _data_id(s.test),
         "rank_sha256": {n: [tensor_digest(p) for p in r.fixed] for n, r in rankings.items() if r.fixed},
         "random_rankings": "fresh per retrain seed r, drawn from sha256(f'{r}:random-train'/'-test')",
@@ -320,5 +347,6 @@ def retrain_arms(s: Setup, protocol: str, arms: list[Arm], rankings: Mapping[str
         custom = CustomRetrainer(s.make_model, s.spec, s.train_fn, s.recipe, s.train, s.test, rankings, s.fill,
                                  device, quiet, s.executor)
         return custom.run(arms, s.seeds, config, out), config
-    runner = Retrainer(s.spec, s.recipe, s.train, s.test, rankings, s.fill, s.engine, s.max_stack, device, quiet)
+    runner = Retrainer(s.spec, s.recipe, s.train, s.test, rankings, s.fill, s.engine, s.max_stack, device, quiet,
+                       s.precision)
     return runner.run(arms, s.seeds, config, out), config

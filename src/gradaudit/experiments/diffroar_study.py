@@ -133,6 +133,7 @@ def report_diffroar_study(record: Mapping[str, Any], ctx: Context, title: str) -
                                 + (f" for {cfg['diffroar']['retrain_epochs']} epochs"
                                    if cfg["diffroar"].get("retrain_epochs") else "") + "; "
                                 "final-epoch accuracy on the masked test set (no selection on test data)",
+                  "retrain precision": cfg["diffroar"].get("precision") or "fp32",
                   "seeds": cfg["diffroar"]["seeds"], "levels k": cfg["diffroar"]["levels"],
                   "mask-only control": "same retraining on the binary keep-mask alone"},
                  caption="Protocol choices.")

@@ -64,6 +64,9 @@ class DiffROARSettings(BaseModel):
     max_stack: int = Field(64, ge=1)
     retrain_epochs: int | None = Field(
         None, ge=1, description="Epochs of each retrain (None: the audited model's recipe's epochs).")
+    precision: str | None = Field(
+        None, pattern="^(fp32|tf32|bf16)$",
+        description="Arithmetic of the retrains: tf32 or bf16 on CUDA only (None: fp32).")
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,8 @@ def diffroar_job(job: Job, *, data_root: str | None, device: str, quiet: bool) -
     result = diffroar(model, train, test, attributions=maps, spec=ModelSpec(**info["spec"]),
                       recipe=recipe, target=c["target"], levels=s.levels, seeds=s.seeds,
                       seed=c["seed"], fill=s.fill, rank=s.rank, random=c["random"], mask_only=s.mask_only,
-                      out=job.path / "retrains", max_stack=s.max_stack, device=device, quiet=quiet)
+                      out=job.path / "retrains", max_stack=s.max_stack, device=device, quiet=quiet,
+                      precision=s.precision or "fp32")
     return result.to_dict()
 
 
