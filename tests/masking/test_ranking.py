@@ -67,3 +67,25 @@ def test_keep_mask_errors() -> None:
         keep_mask_count(pos, 1, "middle")
     with pytest.raises(ParameterError, match="'fraction'"):
         keep_mask(pos, 1.5)
+
+
+def _two_sorts(attributions: torch.Tensor, seed: int, batch_size: int) -> torch.Tensor:
+    """rank_positions written as the shuffle + stable sort of every row (no tie-free shortcut)."""
+    s = attributions.abs().float().flatten(1)
+    gen, out = torch.Generator().manual_seed(seed), torch.empty(s.shape, dtype=torch.int16)
+    for i in range(0, len(s), batch_size):
+        block = s[i : i + batch_size]
+        perm = torch.argsort(torch.rand(block.shape, generator=gen), dim=1)
+        order = perm.gather(1, torch.argsort(block.gather(1, perm), dim=1, descending=True, stable=True))
+        out[i : i + batch_size].scatter_(1, order, torch.arange(s.shape[1], dtype=torch.int16).expand_as(order))
+    return out.view(attributions.shape)
+
+
+def test_tie_free_rows_take_one_sort_with_the_same_positions() -> None:
+    """Rows without ties skip the shuffle; every row (tied, tie-free, NaN) equals the two-sort path."""
+    maps = torch.randn(50, 1, 6, 6, generator=torch.Generator().manual_seed(3))
+    maps[::3] = maps[::3].round()  # many ties
+    maps[1, 0, 0, 0] = float("nan")
+    maps[4] = 0.0
+    for seed in (0, 7):
+        assert torch.equal(rank_positions(maps, seed=seed, batch_size=16), _two_sorts(maps, seed, 16))

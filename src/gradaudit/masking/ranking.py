@@ -60,9 +60,15 @@ def rank_positions(
     arange = torch.arange(d, dtype=dtype)
     for i in range(0, n, batch_size):
         block = s[i : i + batch_size].flatten(1).cpu()
-        perm = torch.argsort(torch.rand(block.shape, generator=gen), dim=1)  # seeded shuffle
-        ranked = torch.argsort(block.gather(1, perm), dim=1, descending=True, stable=True)
-        order = perm.gather(1, ranked)
+        noise = torch.rand(block.shape, generator=gen)  # drawn for every block (same stream)
+        # A row without ties has one descending order whatever the shuffle: one sort. Rows
+        # with ties (or NaN) take the seeded shuffle + stable sort (same result, half the cost).
+        values, order = torch.sort(block, dim=1, descending=True)
+        tied = ((values[:, 1:] == values[:, :-1]).any(1) | values.isnan().any(1)).nonzero().squeeze(1)
+        if len(tied):
+            perm = torch.argsort(noise[tied], dim=1)  # seeded shuffle
+            ranked = torch.argsort(block[tied].gather(1, perm), dim=1, descending=True, stable=True)
+            order[tied] = perm.gather(1, ranked)
         out[i : i + batch_size].scatter_(1, order, arange.expand_as(order))
     return out.view(s.shape)
 
