@@ -89,3 +89,44 @@ def test_help_shows_flags_without_types_and_whole_defaults(capsys, monkeypatch, 
         text = "".join(out.split())
         assert "[default:0.05,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1]" in text  # whole, not cut to "…"
         assert re.search(r"--mask-only\s+Also retrain", out) and "NAME=VALUE" in out
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("n_steps=32", 32), ("sigma=None", None), ("sigma=null", None), ("lr=1e-3", 0.001), ("bounds=[0, 1]", [0, 1]),
+    ("rule=riemann-middle", "riemann-middle"), ("baseline=mean", "mean"), ("flag=True", True), ("name=", ""),
+    ("name='None'", "None"),
+])
+def test_the_one_option_parser(text, value):
+    """A Python literal where the value is one, else YAML; the type is part of the answer."""
+    from gradaudit._cli_options import parse_option
+
+    key, got = parse_option(text)
+    assert key == text.split("=")[0] and got == value and type(got) is type(value)
+
+
+def test_every_command_reads_an_option_the_same(capsys, tiny_run, mnist_root, tmp_path):
+    """`-o sigma=None` is None in `attribute` and in `road` alike (road read it as the string
+    'None', which smoothgrad refused): both record the same options and use the same maps."""
+    import torch
+    from safetensors import safe_open
+
+    from gradaudit import attribution, evaluation
+    from gradaudit._io import load_tensors, read_json
+
+    maps_file, road_file = tmp_path / "maps.safetensors", tmp_path / "road.json"
+    same = ["--run", str(tiny_run), "--method", "smoothgrad", "-o", "sigma=None", "-o", "n_samples=3", "--n", "8",
+            "--seed", "2", "--data-root", str(mnist_root), "-q"]
+    code, _, err = run_cli(capsys, "attribute", *same, "--save", str(maps_file))
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "road", *same, "--percentages", "0.5", "--fill", "zero", "--out", str(road_file))
+    assert code == 0, err
+    with safe_open(str(maps_file), "pt") as f:
+        saved_options = json.loads(f.metadata()["options"])
+    record = read_json(road_file)
+    assert saved_options == record["settings"]["method_options"] == {"sigma": None, "n_samples": 3}
+    net, _ = training.load_run(tiny_run)
+    test = data.load("mnist", "test", root=mnist_root).subset(slice(0, 8))
+    direct = attribution.attribute("smoothgrad", net, test.x, test.y, sigma=None, n_samples=3, seed=2)
+    assert torch.equal(load_tensors(maps_file)["attributions"], direct)
+    road = evaluation.road(net, test.x, test.y, direct, percentages=[0.5], fill="zero", seed=2)
+    assert record["morf"]["accuracy"] == list(road.morf.accuracy) and record["score"] == road.gap
