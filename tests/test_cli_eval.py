@@ -258,3 +258,15 @@ def test_a_folder_that_is_not_a_run(capsys, tmp_path, command):
     assert code == 2 and out == "" and err.count("\n") == 1
     assert f"{tmp_path} is not a finished training run (no run.json)" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_perturb_options_reach_the_kind_given(capsys, mnist_run, mnist_root, tmp_path):
+    """--order lerf is the pixel metric's default, but asked of --kind degradation it is
+    degradation's order (LeRF only), not dropped as "unchanged"."""
+    path = tmp_path / "deg-lerf.json"
+    code, text, err = run_cli(capsys, "perturb", "--run", str(mnist_run), "--kind", "degradation", "--order", "lerf",
+                              "--patch-size", "7", "--n", "10", "--out", str(path), "--data-root", str(mnist_root), "-q")
+    assert code == 0, err
+    record = read_json(path)
+    assert record["settings"]["kind"] == "degradation" and record["morf"] is None and record["lerf"] is not None
+    assert _table(text, ["patches", "LeRF prob", "LeRF acc"])
