@@ -52,42 +52,83 @@ def _neighbour_sum(v: torch.Tensor) -> torch.Tensor:
     return _box121_padded(F.pad(v, (1, 1, 1, 1))).sub_(v, alpha=4).div_(12)
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vecdot(a.flatten(1), b.flatten(1))
+class _Flat:
+    """The zero-bordered (H+2)×(W+2) grid of each plane laid out as one row of a (B, P) tensor.
+
+    A 3×3 neighbour of a pixel is then a fixed offset along the row (±1, ±S, ±S±1 with
+    S = W+2), so every stencil pass is one long contiguous slice per plane instead of H
+    short rows. Unknowns live on the centre span [S+1, P−S−1) of each row (``span``): it
+    holds every image pixel; its border columns are masked out like kept pixels.
+    """
+
+    def __init__(self, h: int, w: int) -> None:
+        self.stride = w + 2
+        self.size = (h + 2) * self.stride
+        self.span = slice(self.stride + 1, self.size - self.stride - 1)
+
+    def inner(self, planes: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) planes as a contiguous (B, span) tensor, zero on the border columns."""
+        padded = F.pad(planes, (1, 1, 1, 1)).reshape(-1, self.size)
+        return padded[:, self.span].contiguous()
+
+    def planes(self, flat: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Back from (B, span) to (B, H, W)."""
+        out = flat.new_zeros(flat.shape[0], self.size)
+        out[:, self.span] = flat
+        return out.view(-1, h + 2, w + 2)[:, 1:-1, 1:-1]
 
 
-def _cg(x: torch.Tensor, removed: torch.Tensor, rhs: torch.Tensor, tol: float) -> torch.Tensor:
+def _cg(removed: torch.Tensor, rhs: torch.Tensor, tol: float) -> torch.Tensor:
     """Conjugate gradients for A u = rhs on every (H, W) plane of the batch at once, from u = 0.
 
     A = (D − W) restricted to the removed pixels, D_i = Σ_j w_ij over in-image neighbours;
     applied as ((D + 1/3)·v − box121(v)/12) on removed pixels. A plane is frozen once its
     residual is below ``tol`` times its right-hand side, so its result does not depend on
-    the other planes of the batch; the loop ends when all are frozen.
+    the other planes of the batch (every operation is per plane); frozen planes leave the
+    working set, and the loop ends when none is left.
     """
-    rem = removed.to(x.dtype)
-    weight_sum = _neighbour_sum(torch.ones_like(x[:1]))
-    diag, off = (weight_sum + 1 / 3) * rem, rem / 12
-    u = torch.zeros_like(x)
-    r = rhs.clone()
-    p_pad = F.pad(r, (1, 1, 1, 1))  # the search direction lives inside a zero border
-    p = p_pad[:, 1:-1, 1:-1]
-    rr = _dot(r, r)
+    n, h, w = rhs.shape
+    grid = _Flat(h, w)
+    stride, dtype = grid.stride, rhs.dtype
+    rem = grid.inner(removed.to(dtype))
+    diag = grid.inner(_neighbour_sum(torch.ones_like(rhs[:1])) + 1 / 3) * rem
+    off = rem.div_(12)
+    r = grid.inner(rhs)
+    u = torch.zeros_like(r)
+    result = torch.zeros_like(r)
+    p_full = rhs.new_zeros(n, grid.size)  # the search direction, inside its zero border
+    p = p_full[:, grid.span]
+    p.copy_(r)
+    rows, box, ap = rhs.new_empty(n, grid.size - 2), torch.empty_like(r), torch.empty_like(r)
+    rr = torch.linalg.vecdot(r, r)
     stop = (tol * tol) * rr
-    n = x.shape[0]
-    for _ in range(x[0].numel()):
+    index = torch.arange(n, device=rhs.device)  # which planes of the batch are still in the working set
+    for _ in range(h * w):
         live = rr > stop
-        if not bool(live.any()):
+        n_live = int(live.sum())
+        if n_live == 0:
             break
-        ap = torch.addcmul(diag * p, off, _box121_padded(p_pad), value=-1)
-        pap = _dot(p, ap)
-        alpha = torch.where(live & (pap > 0), rr / pap, 0.0).view(n, 1, 1)
+        if 4 * n_live <= 3 * len(index):  # the frozen planes leave the working set
+            result[index[~live]] = u[~live]
+            index, u, r, rr, stop = index[live], u[live], r[live], rr[live], stop[live]
+            diag, off, p_full = diag[live], off[live], p_full[live]
+            p = p_full[:, grid.span]
+            rows, box, ap = rows[:n_live], box[:n_live], ap[:n_live]
+            live = live[live]
+        # ap = A p: box121 as two separable passes along the row (±1) and across rows (±S)
+        torch.add(p_full[:, :-2], p_full[:, 2:], out=rows).add_(p_full[:, 1:-1], alpha=2)
+        torch.add(rows[:, : -2 * stride], rows[:, 2 * stride :], out=box).add_(rows[:, stride:-stride], alpha=2)
+        torch.mul(diag, p, out=ap).addcmul_(off, box, value=-1)
+        pap = torch.linalg.vecdot(p, ap)
+        alpha = torch.where(live & (pap > 0), rr / pap, 0.0).view(-1, 1)
         u.addcmul_(alpha, p)
         r.addcmul_(alpha, ap, value=-1)
-        rr_new = _dot(r, r)
-        beta = torch.where(rr > 0, rr_new / rr, 0.0).view(n, 1, 1)
+        rr_new = torch.linalg.vecdot(r, r)
+        beta = torch.where(rr > 0, rr_new / rr, 0.0).view(-1, 1)
         rr = rr_new
         p.mul_(beta).add_(r)
-    return u
+    result[index] = u
+    return grid.planes(result, h, w)
 
 
 def _rhs(x: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
@@ -103,16 +144,16 @@ def _solve(x: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
     accuracy) get one refinement step: the residual in float64, a float32 correction solve.
     """
     if x.dtype == torch.float64:
-        return _cg(x, removed, _rhs(x, removed), 1e-10)
+        return _cg(removed, _rhs(x, removed), 1e-10)
     x32 = x.float()
-    u = _cg(x32, removed, _rhs(x32, removed), 1e-6)
+    u = _cg(removed, _rhs(x32, removed), 1e-6)
     if x[0].numel() <= 64 * 64:
         return u
     u64 = u.double()
     filled = torch.where(removed, u64, x.double())
     weight_sum = _neighbour_sum(torch.ones_like(filled[:1]))
     residual = (_neighbour_sum(filled) - weight_sum * filled).masked_fill_(~removed, 0)
-    return (u64 + _cg(x32, removed, residual.float(), 1e-3).double()).to(x.dtype)
+    return (u64 + _cg(removed, residual.float(), 1e-3).double()).to(x.dtype)
 
 
 def linear_imputation(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
