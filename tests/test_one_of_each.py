@@ -119,3 +119,15 @@ def test_every_evaluation_has_the_one_quiet_default() -> None:
     assert {"road", "pixel_perturbation", "degradation", "evaluate", "activation_maximization"} <= set(found)
     pending = {"diffroar", "roar", "kar"}  # evaluation/diffroar.py: being edited by its owner
     assert {n: v for n, v in found.items() if n not in pending} == dict.fromkeys(set(found) - pending, EVAL_QUIET)
+
+
+def test_every_study_report_opens_the_same_way() -> None:
+    """One report header (title, study line, findings first) for the studies."""
+    from gradaudit.experiments.reporting import open_report
+
+    record = {"study": "srinivas", "quick": True, "results": {"findings": ["robust leaks less", "k=1 is 0"]}}
+    html = open_report(record, "Score matching", on=" on fmnist").to_html()
+    assert "<h1>Score matching</h1><p class=\"subtitle\">gradaudit study &#x27;srinivas&#x27; on fmnist (--quick)</p>" in html
+    assert html.index("Findings") < html.index("robust leaks less") < html.index("k=1 is 0")
+    plain = open_report({**record, "quick": False, "study": "synthetic"}, "Synthetic").to_html()
+    assert "<p class=\"subtitle\">gradaudit study &#x27;synthetic&#x27;</p>" in plain

@@ -31,7 +31,7 @@ from .measures import (
     metric_results,
     road_result,
 )
-from .reporting import add_diffroar, add_footer, add_leakage_tables, add_road
+from .reporting import add_diffroar, add_footer, add_leakage_tables, add_road, open_report
 from .steps import (
     DataRef,
     ModelConfig,
@@ -154,10 +154,7 @@ def run(cfg: BlockMNISTConfig, ctx: Context) -> dict[str, Any]:
 def report(record: Mapping[str, Any], ctx: Context) -> Report:
     res, cfg = record["results"], record["config"]
     arrays = load_arrays(ctx)
-    r = Report("BlockMNIST: do input gradients leak features onto the null block?",
-               "gradaudit study 'blockmnist'" + (" (--quick)" if record["quick"] else ""))
-    r.section("Findings")
-    r.bullets(res["findings"])
+    r = open_report(record, "BlockMNIST: do input gradients leak features onto the null block?")
     r.key_values({"attribution": f"{cfg['method']} (|∂ logit / ∂x|)", "target class": cfg["target"],
                   "ranking": "per element, seeded tie-break", "DiffROAR fill": cfg["diffroar"]["fill"],
                   "retraining": "fresh model, the audited model's recipe without attack; final-epoch "

@@ -22,7 +22,7 @@ from . import narrative
 from .base import Context
 from .config import DatasetName, Fractions, MethodName, StudyConfig
 from .measures import DiffROARRequest, DiffROARSettings, diffroar_results, road_result
-from .reporting import add_diffroar, add_footer, add_road, leak_aware_rows
+from .reporting import add_diffroar, add_footer, add_road, leak_aware_rows, open_report
 from .steps import DataRef, ModelConfig, attribution_maps, study_data, trained_models
 
 __all__ = ["DiffROARStudyConfig", "report_diffroar_study", "run_diffroar_study"]
@@ -123,9 +123,7 @@ def run_diffroar_study(cfg: DiffROARStudyConfig, ctx: Context) -> dict[str, Any]
 
 def report_diffroar_study(record: Mapping[str, Any], ctx: Context, title: str) -> Report:
     res, cfg = record["results"], record["config"]
-    r = Report(title, f"gradaudit study '{record['study']}'" + (" (--quick)" if record["quick"] else ""))
-    r.section("Findings")
-    r.bullets(res["findings"])
+    r = open_report(record, title)
     r.key_values({"attribution": f"{cfg['method']} (|∂ logit / ∂x| of the target class)",
                   "targets": ", ".join(cfg["targets"]), "ranking": f"{cfg['diffroar']['rank']}, seeded tie-break",
                   "fill of masked coordinates": cfg["diffroar"]["fill"] + " (in the model's input space)",

@@ -188,6 +188,15 @@ def add_leakage_tables(r: Report, leak: Sequence[Mapping[str, Any]], ks: Sequenc
     return {"series": series, "chance": chance}
 
 
+def open_report(record: Mapping[str, Any], title: str, on: str = "") -> Report:
+    """A study's report: its title, the line ``gradaudit study '<name>'`` (``on`` after it,
+    ``(--quick)`` when the preset was in force), then the findings, first."""
+    r = Report(title, f"gradaudit study '{record['study']}'{on}" + (" (--quick)" if record["quick"] else ""))
+    r.section("Findings")
+    r.bullets(record["results"]["findings"])
+    return r
+
+
 def add_footer(r: Report, record: Mapping[str, Any]) -> None:
     """Config and provenance at the end of every study report."""
     r.section("Reproduce", f"gradaudit run {record['study']}" + (" --quick" if record["quick"] else "")

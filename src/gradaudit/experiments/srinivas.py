@@ -40,7 +40,7 @@ from ..training.regularizers import recipe_fields
 from .base import Context, Study, register
 from .config import DatasetName, StudyConfig, deep_merge
 from .measures import DiffROARRequest, DiffROARSettings, diffroar_results
-from .reporting import add_diffroar, add_footer, mask_only_note
+from .reporting import add_diffroar, add_footer, mask_only_note, open_report
 from .steps import (
     DataRef,
     ModelConfig,
@@ -312,10 +312,8 @@ def _findings(results: Mapping[str, Any]) -> list[str]:
 def report(record: Mapping[str, Any], ctx: Context) -> Report:
     res, cfg = record["results"], record["config"]
     arrays = load_arrays(ctx)
-    r = Report("Score matching and the quality of input gradients (Srinivas & Fleuret, ICLR 2021)",
-               f"gradaudit study 'srinivas' on {cfg['dataset']}" + (" (--quick)" if record["quick"] else ""))
-    r.section("Findings")
-    r.bullets(res["findings"])
+    r = open_report(record, "Score matching and the quality of input gradients (Srinivas & Fleuret, ICLR 2021)",
+                    on=f" on {cfg['dataset']}")
     r.key_values({"architecture": f"{cfg['model']} {cfg['model_options']}", "attribution": "∇ₓ f_y (raw target logit)",
                   "GAN-test": f"{cfg['gan_test']['n_samples']} activation-maximization samples, "
                               f"{cfg['gan_test']['steps']} steps of {cfg['gan_test']['step_size']}, "

@@ -24,7 +24,7 @@ from . import narrative
 from ._parallel import local_workers
 from .base import Context, Study, register
 from .config import StudyConfig
-from .reporting import add_footer
+from .reporting import add_footer, open_report
 from .steps import (
     DataRef,
     ModelConfig,
@@ -187,10 +187,7 @@ def _pct(v: float) -> str:
 def report(record: Mapping[str, Any], ctx: Context) -> Report:
     res, cfg = record["results"], record["config"]
     arrays = load_arrays(ctx)
-    r = Report("Synthetic testbeds: do input gradients rank the known signal first?",
-               "gradaudit study 'synthetic'" + (" (--quick)" if record["quick"] else ""))
-    r.section("Findings")
-    r.bullets(res["findings"])
+    r = open_report(record, "Synthetic testbeds: do input gradients rank the known signal first?")
     r.key_values({"v1 gradient": cfg["v1"]["gradient"], "simplified gradient": cfg["simplified"]["gradient"],
                   "attribution target": "true label", "ranking": "|gradient| per coordinate",
                   "robustness evaluation": f"ℓ∞ PGD, {cfg['v1']['eval_steps']} steps, random start",
