@@ -34,6 +34,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .._io import write_json
+from .._progress import EVAL_QUIET
 from .._provenance import provenance
 from ..data.imageset import ImageSet
 from ..masking.ranking import keep_count
@@ -78,7 +79,7 @@ def diffroar(
     max_stack: int = MAX_STACK,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
-    quiet: bool = False,
+    quiet: bool = EVAL_QUIET,
     make_model: Callable[[], nn.Module] | None = None,
     train_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], nn.Module] | None = None,
     executor: Any = None,
@@ -231,7 +232,7 @@ def roar(
     max_stack: int = MAX_STACK,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
-    quiet: bool = False,
+    quiet: bool = EVAL_QUIET,
     make_model: Callable[[], nn.Module] | None = None,
     train_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], nn.Module] | None = None,
     executor: Any = None,
@@ -287,7 +288,7 @@ def kar(
     max_stack: int = MAX_STACK,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
-    quiet: bool = False,
+    quiet: bool = EVAL_QUIET,
     make_model: Callable[[], nn.Module] | None = None,
     train_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], nn.Module] | None = None,
     executor: Any = None,
