@@ -131,3 +131,22 @@ def test_every_study_report_opens_the_same_way() -> None:
     assert html.index("Findings") < html.index("robust leaks less") < html.index("k=1 is 0")
     plain = open_report({**record, "quick": False, "study": "synthetic"}, "Synthetic").to_html()
     assert "<p class=\"subtitle\">gradaudit study &#x27;synthetic&#x27;</p>" in plain
+
+
+def test_diffroar_defaults_are_the_named_constants() -> None:
+    """Levels and max_stack are defined once (evaluation.diffroar) and every place that
+    offers them (the functions, the metric registry behind the CLI, the studies) reads them."""
+    import importlib
+    import inspect
+
+    from gradaudit.evaluation.registry import get_metric
+    from gradaudit.experiments.measures import DiffROARSettings
+
+    dr = importlib.import_module("gradaudit.evaluation.diffroar")  # (the package exports the function)
+    for fn, levels in ((dr.diffroar, dr.LEVELS), (dr.roar, dr.ROAR_LEVELS), (dr.kar, dr.ROAR_LEVELS)):
+        params = inspect.signature(fn).parameters
+        assert params["levels"].default is levels and params["max_stack"].default == dr.MAX_STACK
+    options = get_metric("diffroar").options
+    assert options["levels"].default is dr.LEVELS and options["max_stack"].default == dr.MAX_STACK == 32
+    settings = DiffROARSettings()
+    assert settings.levels == list(dr.LEVELS) and settings.max_stack == dr.STUDY_MAX_STACK == 64

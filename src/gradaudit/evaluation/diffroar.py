@@ -44,11 +44,15 @@ from .retrain import Arm
 from .retrain_results import Accuracies, DiffROARCurve, DiffROARResult, RetrainResult
 from .retrain_setup import RETRAIN_FILLS, TARGETS, check_arguments, make_rankings, retrain_arms
 
-__all__ = ["LEVELS", "MAX_STACK", "RETRAIN_FILLS", "ROAR_LEVELS", "TARGETS", "diffroar", "kar", "roar"]
+__all__ = ["LEVELS", "MAX_STACK", "RETRAIN_FILLS", "ROAR_LEVELS", "STUDY_MAX_STACK", "TARGETS", "diffroar", "kar",
+           "roar"]
 
 LEVELS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 ROAR_LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)
 MAX_STACK = 32  # retrains trained together as one stacked model (the library default)
+# The studies' default (experiments.measures.DiffROARSettings): their retrains are small models, and
+# it is part of every stored study DiffROAR job's config hash, so it stays what those jobs were run with.
+STUDY_MAX_STACK = 64
 SIDES = ("top", "bottom")
 def _table(acc: Mapping[tuple[Arm, int], float], arms: Sequence[Arm], seeds: Sequence[int]) -> Accuracies:
     return Accuracies(tuple(tuple(acc[(a, s)] for s in seeds) for a in arms))

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import data
 from .._io import load_tensors
-from ..evaluation.diffroar import LEVELS
+from ..evaluation.diffroar import LEVELS, STUDY_MAX_STACK
 from ..masking.fill import MASK_VIEW
 from ..models import ModelSpec
 from ..runs import Job, RunStore
@@ -61,7 +61,7 @@ class DiffROARSettings(BaseModel):
     fill: str = Field("zero", pattern="^(zero|mean)$")
     rank: str = Field("element", pattern="^(element|channel-sum)$")
     mask_only: bool = True
-    max_stack: int = Field(64, ge=1)
+    max_stack: int = Field(STUDY_MAX_STACK, ge=1)
     retrain_epochs: int | None = Field(
         None, ge=1, description="Epochs of each retrain (None: the audited model's recipe's epochs).")
     precision: str | None = Field(
