@@ -68,7 +68,7 @@ def test_the_toy_is_in_help_and_has_a_working_command(toy, small_run, mnist_root
     commands = out.split("Commands:")[1].split("Metrics")[0]
     assert f"  {NAME}  " in commands and f"{NAME}: the model's accuracy" in out
     code, out, _ = run_cli(capsys, NAME, "--help")
-    assert code == 0 and "--decimals <int>" in out and "digits of mean_abs.  [default: 4]" in out, out
+    assert code == 0 and "--decimals <int>" in out and "Digits of mean_abs.  [default: 4]" in out, out
 
     path = tmp_path / "toy.json"
     args = [NAME, "--run", str(small_run), "--n", "40", "--decimals", "3", "--seed", "1", "--out", str(path),

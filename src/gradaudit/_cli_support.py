@@ -214,8 +214,10 @@ def run_diffroar(audit: Audit, method: str, given: Mapping[str, Any], *, n_train
                  **kw: Any) -> tuple[Any, dict[str, Any]]:
     """``evaluation.diffroar`` of ``method`` on the run's data, resumable in ``folder/retrains``.
 
-    Arguments are checked (the metric registry's checks of ``diffroar``) before the training
-    set is loaded, options fitted or anything attributed. ``kw``: target, levels, seeds, seed, fill, rank, random,
+    Arguments are checked before the training set is loaded, options fitted or anything
+    attributed: the protocol's options in ``kw`` are the metric registry's resolved ``diffroar``
+    options (``MetricSpec.resolve``, as the command reads them), the method's options are
+    checked by :func:`parse_method_options`. ``kw``: target, levels, seeds, seed, fill, rank, random,
     mask_only, max_stack. Returns (result, settings to record).
     """
     caller = "gradaudit diffroar"
@@ -225,9 +227,6 @@ def run_diffroar(audit: Audit, method: str, given: Mapping[str, Any], *, n_train
     check_int(fit_n, "fit_n", caller, 1)
     check_choice(kw["target"], "target", caller, TARGETS)
     check_int(kw["seed"], "seed", caller, 0)
-    # the protocol's options, by the metric registry's checks (the method's options are checked already)
-    spec = evaluation.get_metric("diffroar")
-    spec.resolve({key: kw[key] for key in spec.options if key in kw}, "diffroar()")
     test = audit.load("test", n_test, caller)
     full = audit.load("train")
     train = full if n_train is None else full.subset(slice(0, n_train))

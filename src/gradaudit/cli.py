@@ -37,7 +37,7 @@ from ._validation import GradauditError, ParameterError, check_choice, format_va
 
 
 class _MainGroup(typer.core.TyperGroup):
-    """The main command group: after ``diffroar`` it holds one command per registered metric
+    """The main command group: after ``attribute`` it holds ``diffroar`` and one command per registered metric
     that needs only a model, maps and block masks (:func:`metric_commands`, built when the
     group is, so a metric registered at run time has its command), and `gradaudit --help`
     ends with the registered metrics (``evaluation.METRICS``)."""
@@ -48,7 +48,7 @@ class _MainGroup(typer.core.TyperGroup):
         self.commands.clear()
         for name, command in commands.items():
             self.commands[name] = command
-            if name == "diffroar":
+            if name == "attribute":
                 self.commands.update(metric_commands())
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
@@ -329,77 +329,7 @@ def attribute(
 
 
 
-@app.command("diffroar")
-def diffroar_cmd(
-    run: OptRun = None,
-    model: UserModel = None,
-    weights: UserWeights = None,
-    data: UserData = None,
-    train_fn: Annotated[str | None, typer.Option(
-        "--train-fn", help="With --model: your training code, module:function or file.py:function, "
-        "called as train_fn(model, x, y) -> model.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="With --model and no --train-fn: recipe epochs (default 10).")] = None,
-    lr: Annotated[float | None, typer.Option(help="With --model and no --train-fn: recipe learning rate.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="With --model and no --train-fn: recipe batch size.")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="With --model and no --train-fn: sgd or adam.")] = None,
-    method: Method = "grad",
-    target: Target = "label",
-    levels: Annotated[str, typer.Option(help="Fractions k of each image kept, comma-separated.")] = (
-        "0.05,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1"),
-    seeds: Annotated[int, typer.Option(help="Retrains per arm (3 is the protocol minimum).")] = 3,
-    fill: Annotated[str, typer.Option(help="Value of removed coordinates: zero or mean.")] = "zero",
-    rank: Annotated[str, typer.Option(help="element (over C·H·W) or channel-sum (pixels).")] = "element",
-    mask_only: Annotated[bool, typer.Option("--mask-only", help="Also retrain on the keep-mask alone.")] = False,
-    random: Annotated[bool, typer.Option("--random/--no-random", help="Retrain the random control.")] = True,
-    out: Annotated[Path | None, typer.Option(help="Result folder (default <run>/diffroar-<method>-<target>).")] = None,
-    n_train: Annotated[int | None, typer.Option(help="Retrain on the first n training images.")] = None,
-    n_test: Annotated[int | None, typer.Option(help="Test on the first n test images.")] = None,
-    option: MethodOption = None,
-    fit_n: FitN = 5000,
-    max_stack: Annotated[int, typer.Option(help="Most models trained at once.")] = 32,
-    seed: Seed = 0,
-    data_root: DataRoot = None,
-    device: Device = "cpu",
-    quiet: Quiet = False,
-    as_json: Json = False,
-) -> None:
-    """DiffROAR: retrain on the top-k and bottom-k attributed coordinates; diffroar.json + .png.
-
-    A rerun with the same settings reuses every finished retrain group; a killed one resumes.
-    """
-    from . import _cli_support as cs
-    from . import user_model as um
-    from .evaluation import get_metric
-
-    given = cs.parse_method_options(method, option)
-    dev = _device(device)
-    recipe_options = {k: v for k, v in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size),
-                                        ("optimizer", optimizer)) if v is not None}
-    if run is not None and (train_fn is not None or recipe_options):
-        raise ParameterError("--train-fn, --epochs, --lr, --batch-size and --optimizer go with --model; a --run "
-                             "is retrained with its own recipe.")
-    audit = um.open_audit(run, model, weights, data, data_root, "cpu", "gradaudit diffroar")  # retrains on --device
-    folder = out if out is not None else audit.run / f"diffroar-{method}-{target}"
-    common = dict(target=target, levels=parse_floats(levels, "levels"), seeds=seeds, seed=seed, fill=fill,
-                  rank=rank, random=random, mask_only=mask_only, max_stack=max_stack)
-    if isinstance(audit, um.UserAudit):
-        result, settings = um.run_user_diffroar(
-            audit, method, given, train_fn=train_fn, recipe=um.cli_recipe(recipe_options, seed), n_train=n_train,
-            n_test=n_test, fit_n=fit_n, folder=folder, device=dev, quiet=quiet, **common)
-    else:
-        result, settings = cs.run_diffroar(audit, method, given, n_train=n_train, n_test=n_test, fit_n=fit_n,
-                                           folder=folder, device=dev, quiet=quiet, **common)
-    record = cs.save_result(folder / "diffroar.json", "diffroar", audit, result.to_dict(), settings, seed)
-    plot = cs.save_diffroar_plot(result, folder / "diffroar.png", f"{method} ({target}) — {(run or data).name}")
-    if not settings.get("train_is_run_data", True):
-        typer.echo(f"note: {run} was trained on other data than {audit.dataset!r} (seed {audit.data_seed}) "
-                   "loads here; the retrains use the loaded data.", err=True)
-    spec = get_metric("diffroar")
-    emit(record, as_json, f"{spec.label} of {method} ({target}) on {audit.dataset}, retrain seeds {list(result.seeds)}\n"
-         f"{spec.table(result)}\n-> {folder / 'diffroar.json'}, {plot}")
-
-
-# ---- evaluation commands, one per registered metric ---------------------------------------------
+# ---- evaluation commands, built from the metric registry ---------------------------------------
 
 
 @dataclass(frozen=True)
@@ -421,24 +351,32 @@ DECLARED_COMMANDS = (
 
 
 def metric_commands() -> dict[str, Any]:
-    """name -> click command, in registration order, for every registered metric the command
-    line can feed (``MAP_NEEDS``: a model, its test maps, block masks)."""
+    """name -> click command: ``diffroar``, then, in registration order, one for every
+    registered metric the command line can feed (``MAP_NEEDS``: a model, its test maps,
+    block masks)."""
     from .evaluation import METRICS
     from .evaluation.registry import MAP_NEEDS
 
     declared = {metric: c for c in DECLARED_COMMANDS for metric in c.metrics.values()}
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"diffroar": _diffroar_command()}
     for name, spec in METRICS.items():
         if not spec.needs <= MAP_NEEDS or "maps" not in spec.needs:
             continue
         command = declared.get(name, MetricCommand(name, {name: name}))
         if command.name not in out and all(m in METRICS for m in command.metrics.values()):
-            out[command.name] = _build_metric_command(command)
+            out[command.name] = _metric_command(command)
     return out
 
 
 _COMMON_FLAGS = {"--run", "--model", "--weights", "--data", "--method", "--target", "--kind", "--n", "--option",
                  "--fit-n", "--out", "--seed", "--data-root", "--device", "--quiet", "--json"}
+Param = tuple[str, Any, Any]  # (name, Annotated type, default) of one command-line option
+_SOURCE: list[Param] = [("run", OptRun, None), ("model", UserModel, None), ("weights", UserWeights, None),
+                        ("data", UserData, None)]
+_MAPS: list[Param] = [("method", Method, "grad"), ("target", Target, "label")]
+_TAIL: list[Param] = [("option", MethodOption, None), ("fit_n", FitN, 5000), ("seed", Seed, 0),
+                      ("data_root", DataRoot, None), ("device", Device, "cpu"), ("quiet", Quiet, False),
+                      ("as_json", Json, False)]
 
 
 def _flag(key: str) -> str:
@@ -458,11 +396,11 @@ def _shown(opt: Any) -> str:
     return str(opt.default)
 
 
-def _option_param(key: str, opts: Mapping[str, Any]) -> tuple[Any, Any]:
+def _option_param(key: str, opts: Mapping[str | None, Any]) -> tuple[Any, Any]:
     """(annotation, default) of the CLI option of metric option ``key``; ``opts`` holds the
-    option of each ``--kind`` that has it (one entry for a one-metric command)."""
+    option of each ``--kind`` that has it (one entry, under None, for a one-metric command)."""
     flag = _flag(key)
-    multi = len(opts) > 1 or next(iter(opts)) is not None
+    multi = None not in opts
 
     def per_kind(text: Callable[[Any], str]) -> str:
         shown = {kind: text(opt) for kind, opt in opts.items()}
@@ -476,6 +414,7 @@ def _option_param(key: str, opts: Mapping[str, Any]) -> tuple[Any, Any]:
 
     first = next(iter(opts.values()))
     help_text = per_kind(helped) + (", comma-separated" if _many(first) else "") + "."
+    help_text = help_text[:1].upper() + help_text[1:]
     if not multi and isinstance(first.default, bool):
         decls = f"{flag}/--no-{flag[2:]}" if first.default else flag
         return Annotated[bool, typer.Option(decls, help=help_text)], first.default
@@ -489,71 +428,29 @@ def _option_param(key: str, opts: Mapping[str, Any]) -> tuple[Any, Any]:
                                               show_default=shown or False)], None
 
 
-def _build_metric_command(command: MetricCommand) -> Any:
-    """The click command of ``command``: the shared options, ``--kind`` if it has several
-    metrics, and each metric option declared by the registry (help, default, list or flag)."""
-    import inspect
-
-    from .evaluation import METRICS
-
-    specs = {kind: METRICS[name] for kind, name in command.metrics.items()}
-    single = len(specs) == 1
-    keys: dict[str, dict[Any, Any]] = {}
+def _metric_options(specs: Mapping[str | None, Any]) -> tuple[dict[str, dict[str | None, Any]], list[Param]]:
+    """The options of ``specs`` (kind -> MetricSpec; one spec under None): key -> the option
+    of each kind that has it, and the command-line options (``opt_<key>``), declared once."""
+    keys: dict[str, dict[str | None, Any]] = {}
     for kind, spec in specs.items():
         for key, opt in spec.options.items():
-            keys.setdefault(key, {})[None if single else kind] = opt
-    params: list[tuple[str, Any, Any]] = [
-        ("run", OptRun, None), ("model", UserModel, None), ("weights", UserWeights, None), ("data", UserData, None),
-        ("method", Method, "grad"), ("target", Target, "label"),
-    ]
-    if not single:
-        params.append(("kind", Annotated[str, typer.Option("--kind", help=" or ".join(specs) + ".")], next(iter(specs))))
+            keys.setdefault(key, {})[kind] = opt
+    params = []
     for key, opts in keys.items():
         if _flag(key) in _COMMON_FLAGS:
-            raise ParameterError(f"The option {key!r} of the metric(s) {', '.join(command.metrics.values())} takes "
-                                 f"the command line's {_flag(key)}; rename it in the metric's registration.")
+            names = ", ".join(s.name for s in specs.values())
+            raise ParameterError(f"The option {key!r} of the metric(s) {names} takes the command line's "
+                                 f"{_flag(key)}; rename it in the metric's registration.")
         params.append((f"opt_{key}", *_option_param(key, opts)))
-    n_help = "Evaluate on the first n test images" + (" (default all)." if command.n is None else ".")
-    kind_part = "" if single else "<kind>-"
-    params += [
-        ("n", Annotated[int | None, typer.Option("--n", help=n_help)], command.n),
-        ("option", MethodOption, None), ("fit_n", FitN, 5000),
-        ("out", Annotated[Path | None, typer.Option(
-            "--out", help=f"Result file (default <run>/{command.name}-{kind_part}<method>-<target>.json).")], None),
-        ("seed", Seed, 0), ("data_root", DataRoot, None), ("device", Device, "cpu"), ("quiet", Quiet, False),
-        ("as_json", Json, False),
-    ]
-
-    def callback(**kw: Any) -> None:
-        _run_metric_command(command, keys, kw)
-
-    callback.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=default)
-         for name, ann, default in params])
-    callback.__annotations__ = {name: ann for name, ann, _ in params}
-    if single:
-        spec = next(iter(specs.values()))
-        text = f"{spec.label}: {spec.summary}.\n\nSource: {spec.source}."
-    else:
-        text = (" or ".join(f"{s.label} (--kind {k})" for k, s in specs.items()) + ": the model's accuracy as "
-                "ranked inputs are removed.\n\n" + "\n\n".join(f"--kind {k}: {s.summary}. Source: {s.source}."
-                                                               for k, s in specs.items()))
-    sub = typer.Typer(rich_markup_mode=None, add_completion=False, pretty_exceptions_enable=False)
-    sub.command(command.name, help=text)(callback)
-    return typer.main.get_command(sub)
+    return keys, params
 
 
-def _run_metric_command(command: MetricCommand, keys: Mapping[str, Mapping[Any, Any]], kw: dict[str, Any]) -> None:
-    """Parse, call :func:`gradaudit._cli_support.evaluate_metric`, save, print."""
-    from . import _cli_support as cs
+def _given_options(keys: Mapping[str, Mapping[str | None, Any]], kw: dict[str, Any], spec: Any,
+                   kind: str | None) -> dict[str, Any]:
+    """The metric options given on the command line (``opt_<key>`` of ``kw``, popped), read
+    and checked by the registry (``spec.resolve``: every option, defaults included)."""
     from ._cli_options import parse_value
-    from .evaluation import get_metric
-    from .user_model import UserAudit, open_audit
 
-    caller = f"gradaudit {command.name}"
-    kind = kw.pop("kind", next(iter(command.metrics)))
-    check_choice(kind, "kind", caller, tuple(command.metrics))
-    spec = get_metric(command.metrics[kind])
     given: dict[str, Any] = {}
     for key, opts in keys.items():
         value, first = kw.pop(f"opt_{key}"), next(iter(opts.values()))
@@ -565,8 +462,67 @@ def _run_metric_command(command: MetricCommand, keys: Mapping[str, Mapping[Any, 
         opt = spec.options[key]
         given[key] = (value if isinstance(value, bool) else parse_floats(value, key.replace("_", "-"))
                       if _many(opt) else parse_value(value, _flag(key)))
-    options = spec.resolve(given, f"evaluate({spec.name!r})")
-    method, target, seed, quiet = kw["method"], kw["target"], kw["seed"], kw["quiet"]
+    return spec.resolve(given, f"evaluate({spec.name!r})")
+
+
+def _command(name: str, help_text: str, params: list[Param], run: Callable[[dict[str, Any]], None]) -> Any:
+    """A click command named ``name`` whose options are ``params``; ``run(kw)`` gets their values."""
+    import inspect
+
+    def callback(**kw: Any) -> None:
+        run(kw)
+
+    callback.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=default)
+         for key, ann, default in params])
+    callback.__annotations__ = {key: ann for key, ann, _ in params}
+    sub = typer.Typer(rich_markup_mode=None, add_completion=False, pretty_exceptions_enable=False)
+    sub.command(name, help=help_text)(callback)
+    return typer.main.get_command(sub)
+
+
+def _metric_command(command: MetricCommand) -> Any:
+    """The command of ``command``: the shared options, ``--kind`` if it has several metrics,
+    and each metric option as the registry declares it (help, default, list or flag)."""
+    from .evaluation import METRICS
+
+    specs = {kind: METRICS[name] for kind, name in command.metrics.items()}
+    single = len(specs) == 1
+    keys, options = _metric_options({None: next(iter(specs.values()))} if single else specs)
+    kind_param: list[Param] = [] if single else [
+        ("kind", Annotated[str, typer.Option("--kind", help=" or ".join(specs) + ".")], next(iter(specs)))]
+    n_help = "Evaluate on the first n test images" + (" (default all)." if command.n is None else ".")
+    stem = command.name if single else f"{command.name}-<kind>"
+    params = [*_SOURCE, *_MAPS, *kind_param, *options,
+              ("n", Annotated[int | None, typer.Option("--n", help=n_help)], command.n),
+              ("out", Annotated[Path | None, typer.Option(
+                  "--out", help=f"Result file (default <run>/{stem}-<method>-<target>.json).")], None),
+              *_TAIL]
+    if single:
+        spec = next(iter(specs.values()))
+        text = f"{spec.label}: {spec.summary}.\n\nSource: {spec.source}."
+    else:
+        text = (" or ".join(f"{s.label} (--kind {k})" for k, s in specs.items()) + ": the model's accuracy as "
+                "ranked inputs are removed.\n\n" + "\n\n".join(f"--kind {k}: {s.summary}. Source: {s.source}."
+                                                               for k, s in specs.items()))
+    return _command(command.name, text[:1].upper() + text[1:], params,
+                    lambda kw: _run_metric_command(command, keys, kw))
+
+
+def _run_metric_command(command: MetricCommand, keys: Mapping[str, Mapping[str | None, Any]],
+                        kw: dict[str, Any]) -> None:
+    """Parse, call :func:`gradaudit._cli_support.evaluate_metric`, save, print."""
+    from . import _cli_support as cs
+    from .evaluation import get_metric
+    from .user_model import UserAudit, open_audit
+
+    caller = f"gradaudit {command.name}"
+    single = len(command.metrics) == 1
+    kind = kw.pop("kind", next(iter(command.metrics)))
+    check_choice(kind, "kind", caller, tuple(command.metrics))
+    spec = get_metric(command.metrics[kind])
+    options = _given_options(keys, kw, spec, None if single else kind)
+    method, target, seed = kw["method"], kw["target"], kw["seed"]
     method_options = cs.parse_method_options(method, kw["option"])
     audit = open_audit(kw["run"], kw["model"], kw["weights"], kw["data"], kw["data_root"], _device(kw["device"]),
                        caller)
@@ -574,14 +530,77 @@ def _run_metric_command(command: MetricCommand, keys: Mapping[str, Mapping[Any, 
         cs.require_blocks(audit, caller)
     test = audit.load("test", kw["n"], caller)
     done = cs.evaluate_metric(audit, spec.name, options, method, method_options, test, target=target,
-                              fit_n=kw["fit_n"], seed=seed, quiet=quiet, caller=caller,
+                              fit_n=kw["fit_n"], seed=seed, quiet=kw["quiet"], caller=caller,
                               bounds=test.bounds if isinstance(audit, UserAudit) else None)
-    settings = done.settings if len(command.metrics) == 1 else {**done.settings, "kind": kind}
-    stem = command.name if len(command.metrics) == 1 else f"{command.name}-{kind}"
+    settings = done.settings if single else {**done.settings, "kind": kind}
+    stem = command.name if single else f"{command.name}-{kind}"
     path = kw["out"] if kw["out"] is not None else audit.run / f"{stem}-{method}-{target}.json"
     record = cs.save_result(path, command.name, audit, done.result.to_dict(), settings, seed)
     emit(record, kw["as_json"], f"{spec.label} of {method} ({target}) on {len(test)} {audit.dataset} test images\n"
          f"{spec.table(done.result)}\n-> {path}")
+
+
+def _diffroar_command() -> Any:
+    """`gradaudit diffroar`: the protocol's options from the registry's ``diffroar``, and your
+    own model's training code or recipe."""
+    from .evaluation import get_metric
+
+    keys, options = _metric_options({None: get_metric("diffroar")})
+    with_model = "With --model and no --train-fn: recipe"
+    params = [
+        *_SOURCE,
+        ("train_fn", Annotated[str | None, typer.Option(
+            "--train-fn", help="With --model: your training code, module:function or file.py:function, "
+            "called as train_fn(model, x, y) -> model.")], None),
+        ("epochs", Annotated[int | None, typer.Option("--epochs", help=f"{with_model} epochs (default 10).")], None),
+        ("lr", Annotated[float | None, typer.Option("--lr", help=f"{with_model} learning rate.")], None),
+        ("batch_size", Annotated[int | None, typer.Option("--batch-size", help=f"{with_model} batch size.")], None),
+        ("optimizer", Annotated[str | None, typer.Option("--optimizer", help=f"{with_model}: sgd or adam.")], None),
+        *_MAPS, *options,
+        ("out", Annotated[Path | None, typer.Option(
+            "--out", help="Result folder (default <run>/diffroar-<method>-<target>).")], None),
+        ("n_train", Annotated[int | None, typer.Option("--n-train", help="Retrain on the first n training images.")],
+         None),
+        ("n_test", Annotated[int | None, typer.Option("--n-test", help="Test on the first n test images.")], None),
+        *_TAIL,
+    ]
+    text = ("DiffROAR: retrain on the top-k and bottom-k attributed coordinates; diffroar.json + .png.\n\n"
+            "A rerun with the same settings reuses every finished retrain group; a killed one resumes.")
+    return _command("diffroar", text, params, lambda kw: _run_diffroar(keys, kw))
+
+
+def _run_diffroar(keys: Mapping[str, Mapping[str | None, Any]], kw: dict[str, Any]) -> None:
+    from . import _cli_support as cs
+    from . import user_model as um
+    from .evaluation import get_metric
+
+    spec = get_metric("diffroar")
+    options = _given_options(keys, kw, spec, None)
+    method, target, seed, run, data = kw["method"], kw["target"], kw["seed"], kw["run"], kw["data"]
+    given = cs.parse_method_options(method, kw["option"])
+    dev = _device(kw["device"])
+    recipe_options = {k: kw[k] for k in ("epochs", "lr", "batch_size", "optimizer") if kw[k] is not None}
+    if run is not None and (kw["train_fn"] is not None or recipe_options):
+        raise ParameterError("--train-fn, --epochs, --lr, --batch-size and --optimizer go with --model; a --run "
+                             "is retrained with its own recipe.")
+    audit = um.open_audit(run, kw["model"], kw["weights"], data, kw["data_root"], "cpu",
+                          "gradaudit diffroar")  # retrains on --device
+    folder = kw["out"] if kw["out"] is not None else audit.run / f"diffroar-{method}-{target}"
+    common = dict(target=target, seed=seed, **options)
+    sizes = dict(n_train=kw["n_train"], n_test=kw["n_test"], fit_n=kw["fit_n"], folder=folder, device=dev,
+                 quiet=kw["quiet"])
+    if isinstance(audit, um.UserAudit):
+        result, settings = um.run_user_diffroar(audit, method, given, train_fn=kw["train_fn"],
+                                                recipe=um.cli_recipe(recipe_options, seed), **sizes, **common)
+    else:
+        result, settings = cs.run_diffroar(audit, method, given, **sizes, **common)
+    record = cs.save_result(folder / "diffroar.json", "diffroar", audit, result.to_dict(), settings, seed)
+    plot = cs.save_diffroar_plot(result, folder / "diffroar.png", f"{method} ({target}) — {(run or data).name}")
+    if not settings.get("train_is_run_data", True):
+        typer.echo(f"note: {run} was trained on other data than {audit.dataset!r} (seed {audit.data_seed}) "
+                   "loads here; the retrains use the loaded data.", err=True)
+    emit(record, kw["as_json"], f"{spec.label} of {method} ({target}) on {audit.dataset}, retrain seeds "
+         f"{list(result.seeds)}\n{spec.table(result)}\n-> {folder / 'diffroar.json'}, {plot}")
 
 
 class _RunCommand(typer.core.TyperCommand):
