@@ -74,3 +74,32 @@ def test_registry_add_register_and_remove() -> None:
         reg.lookup("two")
     with pytest.raises(KeyError):
         reg["two"]
+
+
+def test_the_cli_commands_are_the_metric_registry() -> None:
+    """Every metric the command line can feed (a model, maps, block masks) has a command, and
+    every option of its spec is a flag of that command (defaults shown as the registry's);
+    diffroar's protocol options are its spec's; metrics needing retraining or a proxy have
+    no command of their own."""
+    import typer
+
+    from gradaudit import cli
+    from gradaudit.evaluation.registry import MAP_NEEDS
+
+    commands = typer.main.get_command(cli.app).commands
+    where = {m: c.name for c in cli.DECLARED_COMMANDS for m in c.metrics.values()}
+    fed = [name for name, spec in evaluation.METRICS.items() if spec.needs <= MAP_NEEDS]
+    assert fed == ["road", "pixel-perturbation", "degradation", "leakage"]
+    for name in [*fed, "diffroar"]:
+        spec = evaluation.METRICS[name]
+        command = commands[where.get(name, name)]
+        flags = {o for p in command.params for o in p.opts}
+        assert {"--" + key.replace("_", "-") for key in spec.options} <= flags, name
+        if command.name in ("road", "diffroar"):  # one metric: the option's default is the registry's
+            for p in command.params:
+                key = p.name.removeprefix("opt_")
+                if p.name.startswith("opt_") and not isinstance(spec.options[key].default, bool):
+                    default = spec.options[key].default
+                    shown = ",".join(f"{v:g}" for v in default) if isinstance(default, tuple | list) else str(default)
+                    assert p.default == shown, (name, key)
+    assert not {"roar", "kar", "gan-test"} & set(commands)
