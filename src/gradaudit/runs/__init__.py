@@ -19,6 +19,10 @@ Put the upstream config (not a path) inside a downstream config, so that changin
 model changes every hash below it. ``RunStore.run`` returns the value read back from
 ``done.json`` (JSON types: tuples come back as lists), equal on a first and a cached run.
 
+A job whose folder the caller names (``out=`` of DiffROAR/ROAR/KAR, the run directory of
+``training.fit``) uses :class:`RunFolder` and :func:`check_same` from the same module: one
+config hash, atomic writes, and one refusal of a folder that holds another config.
+
 Reading a store imports neither torch nor Ray, so ``gradaudit runs ls`` starts instantly.
 """
 
@@ -26,7 +30,7 @@ from .executors import EXECUTORS, Executor, InProcessExecutor, RayExecutor, make
 from .hashing import canonical, canonical_json, config_hash
 from .local import ProcessExecutor
 from .lock import JobLockedError
-from .store import Job, RunStore
+from .store import Job, RunFolder, RunStore, check_same
 
 __all__ = [
     "EXECUTORS",
@@ -36,9 +40,11 @@ __all__ = [
     "JobLockedError",
     "ProcessExecutor",
     "RayExecutor",
+    "RunFolder",
     "RunStore",
     "canonical",
     "canonical_json",
+    "check_same",
     "config_hash",
     "make_executor",
 ]
