@@ -315,3 +315,35 @@ def test_lock_error_inside_the_job_is_not_retried(tmp_path: Path) -> None:
     with inner.lock(), pytest.raises(JobLockedError, match="maps/maps-"):
         store.run("study", {"n": 1}, outer, wait=5)
     assert calls == [1]
+
+
+# ----------------------------------------------------------------------------- caller-named folders
+
+
+def test_run_folder_parts_resume_and_a_part_of_another_config_is_not_loaded(tmp_path: Path) -> None:
+    from gradaudit.runs import RunFolder
+
+    assert RunFolder(None, {"n": 1}).load("g") is None  # no folder: nothing written, nothing found
+    folder = RunFolder(tmp_path / "out", {"n": 1, "lr": 0.1})
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["config_hash"] == folder.hash and config["config"] == {"n": 1, "lr": 0.1}
+    folder.save("g0", {"acc": [0.5, 0.25]})
+    assert RunFolder(tmp_path / "out", {"lr": 0.1, "n": 1}).load("g0")["acc"] == [0.5, 0.25]  # key order
+    part = tmp_path / "out" / "groups" / "g0.json"
+    part.write_text(json.dumps({**json.loads(part.read_text()), "config_hash": "0" * 16}))
+    assert folder.load("g0") is None  # written under another config: redone, not trusted
+
+
+def test_check_same_names_the_first_four_differences(tmp_path: Path) -> None:
+    from gradaudit.runs import check_same
+
+    found = {"recipe": {"lr": 0.1, "epochs": 3, "seed": 0}, "data": {"n": 10, "name": "a"}}
+    wanted = {"recipe": {"lr": 0.2, "epochs": 4, "seed": 0}, "data": {"n": 11, "name": "b"}}
+    check_same(tmp_path, found, found, what="a run", fix="Fix it.")
+    with pytest.raises(ParameterError) as err:
+        check_same(tmp_path, found, wanted, what="a training run", fix="Use another --out.")
+    assert str(err.value) == (f"The directory {tmp_path} holds a training run with another config (recipe.lr is "
+                              "0.1 there, 0.2 here; recipe.epochs is 3 there, 4 here; data.n is 10 there, 11 here; "
+                              "data.name is 'a' there, 'b' here). Use another --out.")
+    with pytest.raises(ParameterError, match=r"data\.name is 'a' there, 'b' here; \.\.\.\)"):
+        check_same(tmp_path, found, {**wanted, "spec": {"name": "mlp"}}, what="a run", fix="")
