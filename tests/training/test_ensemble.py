@@ -138,8 +138,8 @@ def test_loop_engine_for_cnn_equals_fit(one_thread: None) -> None:
 def test_errors_before_work() -> None:
     train, spec = _toy(100, 0), SPECS["mlp-relu"]
     cnn = ModelSpec(name="cnn", input_shape=(1, 6, 6), num_classes=3)
-    with pytest.raises(ParameterError, match="no stacked form yet"):
-        fit_stacked(spec, train, Recipe(regularizer="gradnorm", reg_weight=0.1), [Member(0, 0)])
+    with pytest.raises(ParameterError, match="needs a smooth model"):
+        fit_stacked(spec, train, Recipe(regularizer="score-matching", reg_weight=0.1), [Member(0, 0)])
     with pytest.raises(ParameterError, match="eps > 0"):
         fit_stacked(spec, train, Recipe(), [Member(0, 0, attack={"attack": "linf"})])
     with pytest.raises(ParameterError, match="may set only"):

@@ -32,8 +32,12 @@ Engines (chosen by measurement on a 2-core AVX2 CPU, see ``bench/diffroar_fmnist
 
 Adversarial training stacks too: a member's ``attack`` overrides (norm, eps, step) give it
 its own threat model, and the bmm engine runs PGD for all attacked members at once
-(:class:`_StackedPGD`), each member equal to ``fit`` with its own recipe. Regularized
-recipes (gradnorm, score matching) have no stacked form yet and are refused.
+(:class:`_StackedPGD`), each member equal to ``fit`` with its own recipe. So do the
+input-gradient regularizers of :mod:`~gradaudit.training.regularizers` (gradient norm, score
+and anti-score matching, :class:`_StackedRegularizer`): one double backward through the
+stack gives every member's ∇ₓ f_y, each member draws its trace-estimate noise from its own
+generator, and a member equals ``fit`` of it alone to float rounding (the double backward
+of the grouped products is not nn.Linear's, so not bitwise).
 
 Device residency: the training inputs, labels, the epoch's row orders and the members'
 running losses/accuracies live on the training device; nothing is read back to the host
@@ -49,6 +53,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +72,7 @@ from .attacks import _random_start
 from .augment import augment_batch
 from .fit import _resident, fit, make_optimizer, to_device
 from .recipe import Recipe
+from .regularizers import check_smooth_model, regularizer_options
 from .schedule import lr_at
 
 __all__ = ["ENGINES", "MEMBER_FIELDS", "PRECISIONS", "BatchInputFn", "InputFn", "Member", "StackedFit", "apply_inputs", "fit_stacked", "stackable"]
@@ -125,7 +131,7 @@ class StackedFit:
         seconds: Wall time of training.
         flops: Multiply-add FLOPs of the training steps (forward + backward, plus forward +
             input gradient per PGD step of the attacked members), counted from the layer
-            shapes (bmm engine); None for the loop engine.
+            shapes (bmm engine); None for the loop engine and for regularized training.
         precision: The arithmetic used (see :func:`fit_stacked`).
     """
 
@@ -275,11 +281,6 @@ def _check(spec: Any, train: Any, recipe: Any, members: Sequence[Any], engine: s
         raise ParameterTypeError(f"The 'train' argument of {caller} must be a data.ImageSet. Got {type(train).__name__}.")
     if not isinstance(recipe, Recipe):
         raise ParameterTypeError(f"The 'recipe' argument of {caller} must be a training.Recipe. Got {type(recipe).__name__}.")
-    if recipe.regularizer is not None:
-        raise ParameterError(
-            f"{caller} does standard and PGD training; the regularizer {recipe.regularizer!r} has no "
-            "stacked form yet. Train those models one at a time with training.fit."
-        )
     if not members or not all(isinstance(m, Member) for m in members):
         raise ParameterError(f"The 'members' argument of {caller} must be a non-empty list of Member.")
     check_choice(engine, "engine", caller, ENGINES)
@@ -306,7 +307,7 @@ def fit_stacked(
         spec: The architecture (every member is ``spec.build(member.init_seed)``).
         train: The training set, shared by all members (each member sees ``member.inputs``
             of it, in its own order).
-        recipe: The shared recipe (standard or PGD; no regularizer); ``recipe.seed`` is
+        recipe: The shared recipe (standard, PGD and/or a regularizer); ``recipe.seed`` is
             replaced by each member's ``data_seed``, and its attack fields by the member's
             ``attack`` overrides.
         members: The members.
@@ -334,6 +335,8 @@ def fit_stacked(
     check_choice(precision, "precision", "fit_stacked()", PRECISIONS)
     device = torch.device(device)
     nets = [spec.build(m.init_seed) for m in members]
+    if recipe.regularizer is not None:
+        check_smooth_model(recipe.regularizer, nets[0])
     ok, why = stackable(nets[0])
     if engine == "bmm" and not ok:
         raise ParameterError(f"fit_stacked(engine='bmm') cannot stack this model: {why}. Use engine='loop'.")
@@ -490,6 +493,68 @@ def _norms(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(2).norm(p=2, dim=2).view(*t.shape[:2], *([1] * (t.dim() - 2)))
 
 
+class _StackedRegularizer:
+    """λ × the recipe's input-gradient regularizer of every member at once, (M,).
+
+    Member m's value equals ``regularizers.regularization`` of member m alone (the terms and
+    their order as written there: target logits f_y of a fresh forward on the detached batch,
+    ∇ₓ f_y by a double-backward ``autograd.grad``, per-sample squared norms; the trace
+    estimate's noise ``randn(x.shape) · σ`` drawn from member m's own device generator,
+    sample by sample), up to the float rounding of the stacked double backward.
+    """
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.name = recipe.regularizer
+        self.weight = recipe.reg_weight
+        self.options = regularizer_options(str(self.name), dict(recipe.reg_options))
+
+    def __call__(self, stack: _Stack, x: torch.Tensor, y: torch.Tensor,
+                 gens: Sequence[torch.Generator]) -> torch.Tensor:
+        o = self.options
+        x = x.detach()
+        with torch.enable_grad():
+            fy = grad = None
+            if self.name in ("gradnorm", "score-matching"):
+                xg = x.clone().requires_grad_(True)
+                fy = _target(stack.forward(xg), y)
+                (grad,) = torch.autograd.grad(fy.sum(), xg, create_graph=True, retain_graph=True)
+            if self.name == "gradnorm":
+                value = 0.5 * _sq_norms(grad).mean(1)
+            else:
+                h = self._trace(stack, x, y, gens, fy)
+                if self.name == "score-matching":
+                    value = h.mean(1) + 0.5 * _sq_norms(grad).mean(1) + o["tau"] * h.pow(2).mean(1)
+                else:
+                    value = -torch.clamp(h, max=o["threshold"]).mean(1)
+        return self.weight * value
+
+    def _trace(self, stack: _Stack, x: torch.Tensor, y: torch.Tensor, gens: Sequence[torch.Generator],
+               fy: torch.Tensor | None) -> torch.Tensor:
+        """:func:`regularizers.hessian_trace_estimate` per member, (M, B)."""
+        samples, sigma, antithetic = self.options["samples"], self.options["sigma"], self.options["antithetic"]
+        if fy is None:
+            fy = _target(stack.forward(x), y)
+        total = torch.zeros_like(fy)
+        for _ in range(samples):
+            v = torch.stack([torch.randn(x.shape[1:], generator=g, device=x.device, dtype=x.dtype)
+                             for g in gens]) * sigma
+            if antithetic:
+                total = total + _target(stack.forward(x + v), y) + _target(stack.forward(x - v), y) - 2 * fy
+            else:
+                total = total + 2 * (_target(stack.forward(x + v), y) - fy)
+        return total / (samples * sigma**2)
+
+
+def _target(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The label's logit f_y of stacked logits (M, B, C) and labels (M, B): (M, B)."""
+    return logits.gather(2, y.unsqueeze(2)).squeeze(2)
+
+
+def _sq_norms(grad: torch.Tensor) -> torch.Tensor:
+    """Per-sample squared l2 norms of stacked gradients (M, B, ...): (M, B)."""
+    return grad.flatten(2).pow(2).sum(2)
+
+
 def _fit_bmm(nets: list[nn.Module], train: ImageSet, recipe: Recipe, members: Sequence[Member],
              batch_inputs: BatchInputFn, device: torch.device, bar: Any) -> StackedFit:
     """The stacked loop; data, orders and metrics stay on ``device``: no host synchronisation
@@ -506,7 +571,8 @@ def _fit_bmm(nets: list[nn.Module], train: ImageSet, recipe: Recipe, members: Se
     history: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     epochs = bar.add_task("epochs", total=recipe.epochs)
-    loop = _Epoch(stack, optimizer, recipe, batch_inputs, train.y, gens, dev_gens, attack, bar)
+    reg = _StackedRegularizer(recipe) if recipe.regularizer is not None else None
+    loop = _Epoch(stack, optimizer, recipe, batch_inputs, train.y, gens, dev_gens, attack, bar, reg)
     for epoch in range(recipe.epochs):
         t0 = time.perf_counter()
         order = to_device(torch.stack([r[torch.randperm(n, generator=g)] for r, g in zip(rows, gens, strict=True)]),
@@ -523,7 +589,7 @@ def _fit_bmm(nets: list[nn.Module], train: ImageSet, recipe: Recipe, members: Se
         net.to(device).eval()
     share = len(attack.attacked) / len(members)  # attack steps run only for the attacked members
     flops = (stack.flops(n) + attack.steps * share * stack.attack_flops(n)) * recipe.epochs
-    return StackedFit(tuple(nets), "bmm", history, seconds, flops)
+    return StackedFit(tuple(nets), "bmm", history, seconds, None if reg is not None else flops)
 
 
 @dataclass
@@ -541,6 +607,7 @@ class _Epoch:
     dev_gens: Sequence[torch.Generator]
     attack: _StackedPGD
     bar: Any
+    reg: _StackedRegularizer | None = None
 
     def __call__(self, epoch: int, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         recipe, (m, n), size = self.recipe, order.shape, self.recipe.batch_size
@@ -555,7 +622,8 @@ class _Epoch:
                 xb = torch.stack([augment_batch(x, recipe.augment, g) for x, g in zip(xb, self.gens, strict=True)])
             yb = self.y[idx]
             xb = self.attack(self.stack, xb, yb, self.dev_gens)
-            losses, hits = _step(self.stack, self.optimizer, xb, yb, lr_at(recipe, epoch, step, steps))
+            reg = None if self.reg is None else functools.partial(self.reg, self.stack, xb, yb, self.dev_gens)
+            losses, hits = _step(self.stack, self.optimizer, xb, yb, lr_at(recipe, epoch, step, steps), reg)
             loss_sum += losses * idx.shape[1]
             correct += hits
             self.bar.advance(task)
@@ -564,13 +632,15 @@ class _Epoch:
 
 
 def _step(stack: _Stack, optimizer: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor,
-          lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+          lr: float, reg: Callable[[], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One SGD/Adam step of every member on its batch (M, B, ...); per-member mean
-    cross-entropy, as ``fit``. Returns the members' losses (float64) and correct counts,
-    left on the device."""
+    cross-entropy (plus λ × the member's regularizer ``reg()``), as ``fit``. Returns the
+    members' losses (float64) and correct counts, left on the device."""
     logits = stack.forward(xb)
     losses = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none")
     losses = losses.view(len(yb), -1).mean(1)
+    if reg is not None:
+        losses = losses + reg()
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
