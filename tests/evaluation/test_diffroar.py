@@ -101,6 +101,28 @@ def test_group_inputs_equal_per_arm_inputs() -> None:
             assert torch.equal(got[m], want)
 
 
+def test_group_inputs_zero_fill_equal_per_arm_inputs_bitwise() -> None:
+    """The element-rank zero-fill builder (float keep, flat loops) gives fill_masked's bits,
+    signed zeros included, for shared and per-member rows, top and bottom, k = 0 and k = d."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(40, 2, 3, 3, generator=g)
+    pa, pb = (rank_positions(torch.randn(40, 2, 3, 3, generator=g), seed=i) for i in range(2))
+    arms = [Arm("a", "top", 0), Arm("a", "top", 5), Arm("a", "top", 18), Arm("a", "bottom", 1),
+            Arm("a", "bottom", 17), Arm("b", "bottom", 9), Arm("b", "top", 9, "mask")]
+    positions = [pa, pa, pa, pa, pa, pb, pb]
+    for seeds in (None, [0, 0, 0, 0, 0, 1, 1]):
+        build = GroupInputs(arms, positions, x, "zero", None, seeds)
+        rows = torch.stack([torch.randperm(40, generator=g)[:11] for _ in arms])
+        if seeds:
+            rows[1:5] = rows[0]
+            rows[6] = rows[5]
+        for r in (rows, rows[:1]):
+            got = build(r)
+            for m, (arm, pos) in enumerate(zip(arms, positions, strict=True)):
+                want = apply_inputs(_inputs(arm, pos, "zero", None), x)[r[m if len(r) > 1 else 0]]
+                assert torch.equal(got[m].view(torch.int32), want.view(torch.int32))
+
+
 def test_mask_view_is_the_centred_keep_mask() -> None:
     """Mask-only models see keep − k: values 1 − k (kept) and −k (removed), mean 0 per image."""
     g = torch.Generator().manual_seed(0)
