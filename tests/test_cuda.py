@@ -125,3 +125,47 @@ def test_bf16_retraining_stays_close_to_fp32() -> None:
     accs = {p: [accuracy(m, test.x, test.y) for m in runs[p].models] for p in runs}
     spread = max(accs["fp32"]) - min(accs["fp32"])  # the seed-to-seed spread of fp32
     assert abs(sum(accs["bf16"]) - sum(accs["fp32"])) / 3 <= max(spread, 0.02)
+
+
+def test_stacked_regularizers_on_cuda_equal_fit() -> None:
+    """Stacked gradnorm / score matching on the GPU = fit of each member alone on the GPU,
+    and a regularized stacked epoch reads nothing back to the host."""
+    from gradaudit.training.ensemble import _Epoch, _Stack, _StackedPGD, _StackedRegularizer
+
+    smooth = ModelSpec(name="mlp", input_shape=(1, 6, 6), num_classes=3, options={"hidden": [16], "act": "softplus"})
+    train = _toy(400, 7)
+    base = Recipe(epochs=2, batch_size=40, lr=0.05, momentum=0.9)
+    members = [Member(0, 0), Member(1, 1)]
+    for fields in ({"regularizer": "gradnorm", "reg_weight": 0.5},
+                   {"regularizer": "score-matching", "reg_weight": 1e-3, "reg_options": {"sigma": 0.1}}):
+        recipe = base.model_copy(update=fields)
+        stacked = fit_stacked(smooth, train, recipe, members, quiet=True, device="cuda")
+        for member, net in zip(members, stacked.models, strict=True):
+            alone = smooth.build(member.init_seed)
+            fit(alone, train, member.recipe(recipe), quiet=True, device="cuda")
+            torch.testing.assert_close(_weights(net), _weights(alone), rtol=1e-3, atol=1e-4)
+    device = torch.device("cuda")
+    data = train.to(device)
+    stack = _Stack([smooth.build(m.init_seed) for m in members], device)
+    loop = _Epoch(stack, make_optimizer(stack.parameters(), recipe), recipe,
+                  lambda rows: data.x[rows], data.y, [torch.Generator().manual_seed(0)] * 2,
+                  [torch.Generator(device=device).manual_seed(1) for _ in members],
+                  _StackedPGD([m.recipe(recipe) for m in members], data.bounds, device), _Bar(),
+                  _StackedRegularizer(recipe))
+    order = torch.randperm(400, generator=torch.Generator().manual_seed(0)).expand(2, -1).contiguous().to(device)
+    with no_host_sync():
+        loss_sum, _ = loop(0, order)
+    assert (loss_sum > 0).all()
+
+
+def test_diffroar_bf16_on_cuda_is_recorded(tmp_path) -> None:
+    from gradaudit import evaluation
+
+    train, test = _toy(300, 8), _toy(120, 9)
+    maps = (torch.rand(300, 1, 6, 6), torch.rand(120, 1, 6, 6))
+    recipe = Recipe(epochs=1, batch_size=50, lr=0.05, momentum=0.9)
+    res = evaluation.diffroar(None, train, test, attributions=maps, spec=SPEC, recipe=recipe, seeds=1,
+                              levels=[0.25, 0.5], random=False, device="cuda", precision="bf16", out=tmp_path,
+                              quiet=True)
+    assert res.to_dict()["config"]["precision"] == "bf16"
+    assert all(0.0 <= a <= 1.0 for a in res.attribution.top.mean)
