@@ -250,6 +250,8 @@ def main() -> None:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--out", default=None)
     p.add_argument("--vs-plain", action="store_true", help="only the diffroar-vs-plain-loop ratio")
+    p.add_argument("--rows", type=int, default=None,
+                   help="--vs-plain on the first ROWS training and ROWS // 6 test images (a quick check)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -260,6 +262,8 @@ def main() -> None:
     spec = ModelSpec(name="mlp", input_shape=train.input_shape, num_classes=10, options={"hidden": [256, 256]})
     recipe = Recipe(epochs=args.epochs, batch_size=128, lr=0.1, momentum=0.9, schedule="onecycle")
     if args.vs_plain:
+        if args.rows:
+            train, test = train.subset(slice(0, args.rows)), test.subset(slice(0, max(1, args.rows // 6)))
         vs_plain(args, spec, recipe, train, test)
         return
     if not args.skip_curve:
