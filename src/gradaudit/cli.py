@@ -23,7 +23,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,20 +36,54 @@ from ._allocator import tune_malloc
 from ._validation import GradauditError, ParameterError, check_choice, format_validation_error
 
 
+class _Commands(MutableMapping[str, Any]):
+    """The main group's commands. The evaluation commands built from the metric registry
+    (:func:`metric_commands`; they import the library) are added, after ``attribute``, on the
+    first listing or the first lookup of a name the others lack, so `gradaudit runs ls` stays
+    light and a metric registered at run time has its command."""
+
+    def __init__(self, base: Mapping[str, Any]) -> None:
+        self._commands = dict(base)
+        self._built = False
+
+    def _build(self) -> None:
+        if self._built:
+            return
+        self._built = True
+        commands, self._commands = self._commands, {}
+        for name, command in commands.items():
+            self._commands[name] = command
+            if name == "attribute":
+                self._commands.update(metric_commands())
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._commands:
+            self._build()
+        return self._commands[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._commands[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._commands[name]
+
+    def __iter__(self) -> Iterator[str]:
+        self._build()
+        return iter(self._commands)
+
+    def __len__(self) -> int:
+        self._build()
+        return len(self._commands)
+
+
 class _MainGroup(typer.core.TyperGroup):
-    """The main command group: after ``attribute`` it holds ``diffroar`` and one command per registered metric
-    that needs only a model, maps and block masks (:func:`metric_commands`, built when the
-    group is, so a metric registered at run time has its command), and `gradaudit --help`
-    ends with the registered metrics (``evaluation.METRICS``)."""
+    """The main command group: its commands (:class:`_Commands`) include ``diffroar`` and one
+    command per registered metric that needs only a model, maps and block masks, and
+    `gradaudit --help` ends with the registered metrics (``evaluation.METRICS``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        commands = dict(self.commands)
-        self.commands.clear()
-        for name, command in commands.items():
-            self.commands[name] = command
-            if name == "attribute":
-                self.commands.update(metric_commands())
+        self.commands = _Commands(self.commands)  # type: ignore[assignment]
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         from .evaluation import METRICS
