@@ -113,6 +113,7 @@ from ._cli_options import (  # noqa: E402
     MethodOption,
     OptRun,
     Quiet,
+    RunDir,
     Seed,
     Target,
     UserData,
@@ -227,7 +228,7 @@ def train(
 
 @app.command()
 def robustness(
-    run: Annotated[Path, typer.Option(help="A finished training run directory.")],
+    run: RunDir,
     eps: Annotated[str, typer.Option(help="Comma-separated radii, in input units.")] = "0,0.05,0.1",
     norm: Annotated[str, typer.Option(help="linf or l2.")] = "linf",
     steps: Annotated[int, typer.Option(help="PGD steps (evaluation attacks are stronger than training).")] = 40,
