@@ -78,6 +78,11 @@ class _Flat:
         return out.view(-1, h + 2, w + 2)[:, 1:-1, 1:-1]
 
 
+def _sq_norm(v: torch.Tensor) -> torch.Tensor:
+    """Per-row squared Euclidean norm, in one pass (no product temporary)."""
+    return torch.linalg.vector_norm(v, dim=1).square()
+
+
 def _cg(removed: torch.Tensor, rhs: torch.Tensor, tol: float) -> torch.Tensor:
     """Conjugate gradients for A u = rhs on every (H, W) plane of the batch at once, from u = 0.
 
@@ -100,7 +105,7 @@ def _cg(removed: torch.Tensor, rhs: torch.Tensor, tol: float) -> torch.Tensor:
     p = p_full[:, grid.span]
     p.copy_(r)
     rows, box, ap = rhs.new_empty(n, grid.size - 2), torch.empty_like(r), torch.empty_like(r)
-    rr = torch.linalg.vecdot(r, r)
+    rr = _sq_norm(r)
     stop = (tol * tol) * rr
     index = torch.arange(n, device=rhs.device)  # which planes of the batch are still in the working set
     for _ in range(h * w):
@@ -120,13 +125,13 @@ def _cg(removed: torch.Tensor, rhs: torch.Tensor, tol: float) -> torch.Tensor:
         torch.add(rows[:, : -2 * stride], rows[:, 2 * stride :], out=box).add_(rows[:, stride:-stride], alpha=2)
         torch.mul(diag, p, out=ap).addcmul_(off, box, value=-1)
         pap = torch.linalg.vecdot(p, ap)
-        alpha = torch.where(live & (pap > 0), rr / pap, 0.0).view(-1, 1)
+        alpha = torch.where(live & (pap > 0), rr / pap, 0.0).unsqueeze(1)
         u.addcmul_(alpha, p)
         r.addcmul_(alpha, ap, value=-1)
-        rr_new = torch.linalg.vecdot(r, r)
-        beta = torch.where(rr > 0, rr_new / rr, 0.0).view(-1, 1)
+        rr_new = _sq_norm(r)
+        beta = torch.where(rr > 0, rr_new / rr, 0.0).unsqueeze(1)
         rr = rr_new
-        p.mul_(beta).add_(r)
+        torch.addcmul(r, beta, p, out=p)  # p = r + beta p
     result[index] = u
     return grid.planes(result, h, w)
 
