@@ -89,3 +89,6 @@ def test_tie_free_rows_take_one_sort_with_the_same_positions() -> None:
     maps[4] = 0.0
     for seed in (0, 7):
         assert torch.equal(rank_positions(maps, seed=seed, batch_size=16), _two_sorts(maps, seed, 16))
+    big = torch.randn(300, 1, 28, 28, generator=torch.Generator().manual_seed(4))
+    big[::5, :, :4] = big[::5, :, :4].round(decimals=1)  # ties in every fifth row
+    assert torch.equal(rank_positions(big, seed=3, batch_size=128), _two_sorts(big, 3, 128))

