@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._validation import check_bool, check_int
@@ -27,6 +28,29 @@ DEPTHS: dict[int, tuple[str, tuple[int, ...]]] = {
     34: ("basic", (3, 4, 6, 3)),
     50: ("bottleneck", (3, 4, 6, 3)),
 }
+
+
+class Pointwise(nn.Conv2d):
+    """A 1×1 convolution (any stride, no padding) that runs as a matrix product over the
+    channels when its input is channels-last on a CPU.
+
+    torch 2.13's CPU convolution crashes (segfault or abort) in the backward pass of 1×1
+    convolutions of channels-last inputs with an odd batch (3, 5, 7, 9, 127 images, two
+    threads; reproduced with a bare ``nn.Conv2d(8, 16, 1, 2)``). On an NHWC tensor a 1×1
+    convolution is exactly ``linear`` over the last (channel) dimension of the strided view,
+    which takes the BLAS path instead: same function and parameters (the state dict is that
+    of ``nn.Conv2d``), float rounding apart. Other layouts and devices use the convolution.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__(cin, cout, 1, stride, 0, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+            return super().forward(x)
+        s = self.stride[0]
+        view = x[:, :, ::s, ::s] if s > 1 else x
+        return F.linear(view.permute(0, 2, 3, 1), self.weight.flatten(1)).permute(0, 3, 1, 2)
 
 
 class BasicBlock(nn.Module):
@@ -54,13 +78,13 @@ class Bottleneck(nn.Module):
     def __init__(self, cin: int, width: int, stride: int, act: str, beta: float) -> None:
         super().__init__()
         cout = width * self.expansion
-        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.conv1 = Pointwise(cin, width)
         self.bn1 = nn.BatchNorm2d(width)
         self.act1 = activation(act, beta)
         self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
         self.act2 = activation(act, beta)
-        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+        self.conv3 = Pointwise(width, cout)
         self.bn3 = nn.BatchNorm2d(cout)
         self.shortcut = _shortcut(cin, cout, stride)
         self.act3 = activation(act, beta)
@@ -75,7 +99,7 @@ class Bottleneck(nn.Module):
 def _shortcut(cin: int, cout: int, stride: int) -> nn.Module:
     if stride == 1 and cin == cout:
         return nn.Identity()
-    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+    return nn.Sequential(Pointwise(cin, cout, stride), nn.BatchNorm2d(cout))
 
 
 class ResNet(nn.Module):
@@ -147,9 +171,9 @@ def resnet(
     convolution, spreads input gradients evenly (no checkerboard). 1 is the published layout.
     ``channels_last=True`` runs the layers on channels-last (NHWC) activations: the same
     function and weights (the state dict is unchanged), measured 1.3-1.6× faster training of
-    narrow CIFAR ResNets on a CPU (``bench/train_throughput.py``). Off by default and in the
-    shipped configs: torch 2.13's CPU build crashed (segfault) on NHWC inputs of some batch
-    sizes (ResNet9 width 8, batches of 3, 5 or 7 images).
+    narrow CIFAR ResNets on a CPU (``bench/train_throughput.py``); off by default. The 1×1
+    convolutions are :class:`Pointwise`: torch 2.13's CPU 1×1 convolution crashes on NHWC
+    inputs with odd batches, which the matrix-product form avoids.
     """
     block, blocks = DEPTHS[depth]
     width = check_int(width, "width", f"build('resnet{depth}')", 1)
