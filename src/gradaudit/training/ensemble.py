@@ -328,8 +328,8 @@ def fit_stacked(
         A :class:`StackedFit`; ``models[i]`` is member i, trained, in eval mode.
 
     Raises:
-        ParameterError / ParameterTypeError: bad arguments, a non-standard recipe, or
-            ``engine="bmm"`` for a model that has no stacked form.
+        ParameterError / ParameterTypeError: bad arguments, score or anti-score matching of
+            a piecewise-linear model, or ``engine="bmm"`` for a model that has no stacked form.
     """
     _check(spec, train, recipe, members, engine)
     check_choice(precision, "precision", "fit_stacked()", PRECISIONS)
