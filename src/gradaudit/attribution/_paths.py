@@ -25,6 +25,7 @@ from torch import nn
 
 from ..models import Normalize
 from ._core import OBJECTIVES, GradFn, grid_chunks
+from ._fastpath import plain_leaves, sequential_runner
 
 __all__ = ["ModelGradient", "affine_split", "weighted_gradient_sum"]
 
@@ -32,27 +33,12 @@ _LEADING = (nn.Flatten, nn.Identity, Normalize)
 _AFFINE = (nn.Linear,)
 
 
-def _plain_leaves(module: nn.Module) -> list[nn.Module] | None:
-    """Leaves of a nested nn.Sequential whose forward is nn.Sequential's own, else None."""
-    if not isinstance(module, nn.Sequential):
-        return [module]
-    if type(module).forward is not nn.Sequential.forward or module._forward_hooks or module._forward_pre_hooks:
-        return None
-    leaves: list[nn.Module] = []
-    for child in module.children():
-        sub = _plain_leaves(child)
-        if sub is None:
-            return None
-        leaves += sub
-    return leaves
-
-
 def affine_split(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]] | None:
     """(head, tail) layer lists if ``model`` is a plain Sequential whose layers up to its first
     Linear are Flatten / Normalize / Identity; else None."""
     if not isinstance(model, nn.Sequential):
         return None
-    leaves = _plain_leaves(model)
+    leaves = plain_leaves(model)
     if leaves is None:
         return None
     for i, m in enumerate(leaves):
@@ -76,11 +62,13 @@ class ModelGradient:
     def __init__(self, model: nn.Module, output: str = "logit") -> None:
         self.model, self.objective = model, OBJECTIVES[output]
         self.split = affine_split(model)
+        # the model's forward values bit for bit, faster on CPU (_fastpath.py); else the model
+        self.forward = sequential_runner(model) or model
 
     def __call__(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         z = z.detach().requires_grad_(True)
         with torch.enable_grad():
-            (g,) = torch.autograd.grad(self.objective(self.model(z), t).sum(), z)
+            (g,) = torch.autograd.grad(self.objective(self.forward(z), t).sum(), z)
         return g
 
     def tail_gradient(self, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ._core import GradFn, grid_chunks
+from ._fastpath import COMMUTES_WITH_MAX
 from ._paths import ModelGradient
 
 __all__ = [
@@ -142,6 +143,9 @@ def _guide_hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.
     own backward gates it, so the ReLU passes gradient only where input > 0 and gradient > 0."""
     if isinstance(out, torch.Tensor) and out.requires_grad:
         out.register_hook(lambda g: g.clamp(min=0))
+
+
+COMMUTES_WITH_MAX.add(_guide_hook)  # clamping after a max-pool's routing = before it
 
 
 @contextlib.contextmanager

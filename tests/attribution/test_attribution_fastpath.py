@@ -1,0 +1,106 @@
+"""The faster CPU run of plain Sequential models (attribution/_fastpath.py): the model's own
+forward values bit for bit, its input gradient up to float rounding, hooks respected."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from gradaudit import attribution, models
+from gradaudit.attribution import _fastpath as fastpath
+from gradaudit.attribution._fastpath import sequential_runner, small_conv
+from gradaudit.attribution._paths import ModelGradient
+
+
+def _input_grad(forward, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    z = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(forward(z).gather(1, y[:, None]).sum(), z)
+    return g
+
+
+def _nets() -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
+    strided = nn.Sequential(nn.Conv2d(3, 6, 3, stride=2, padding=2, dilation=2), nn.ReLU(), nn.MaxPool2d(2),
+                            nn.Conv2d(6, 5, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, stride=2),
+                            nn.Flatten(), nn.LazyLinear(4))
+    torch.manual_seed(0)
+    strided(torch.zeros(1, 3, 15, 13))  # materialise the lazy layer
+    return {
+        "mnist-cnn": (models.build("cnn", (1, 28, 28), 10, seed=0), (1, 28, 28)),
+        "cifar-cnn": (models.build("cnn", (3, 32, 32), 10, seed=1, normalize=((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))), (3, 32, 32)),
+        "odd-strided": (strided, (3, 15, 13)),
+    }
+
+
+@pytest.mark.parametrize("name", ["mnist-cnn", "cifar-cnn", "odd-strided"])
+def test_same_forward_bit_for_bit_and_same_gradient(name, monkeypatch):
+    net, shape = _nets()[name]
+    net.eval()
+    run = sequential_runner(net)
+    assert run is not None
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand((37, *shape), generator=gen)
+    x[:5] = 0.0  # blank images: exact ties in every max-pool window
+    x[5:9] = (x[5:9] > 0.5).float()  # binary images: ties inside strokes too
+    y = torch.randint(int(net(x[:1]).shape[1]), (37,), generator=gen)
+    calls = []
+    monkeypatch.setattr(fastpath, "small_conv", lambda m, h: calls.append(len(h)) or small_conv(m, h))
+    with torch.no_grad():
+        assert torch.equal(run(x), net(x))
+        first = next(m for m in net.modules() if isinstance(m, nn.Conv2d))
+        same = torch.equal(small_conv(first, x[:16]), first(x[:16]))
+    # the product runs where it gives the layer's bits (on a 2-core AMD EPYC: the 1-channel
+    # MNIST conv, not the 3-channel ones, whose oneDNN kernel sums in another order)
+    assert (37 in calls) == same
+    plain, fast = _input_grad(net, x, y), _input_grad(run, x, y)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6 * float(plain.abs().max()))
+    assert fast.is_contiguous()
+
+
+@pytest.mark.parametrize("conv", [nn.Conv2d(1, 32, 3, padding=1), nn.Conv2d(3, 6, (3, 2), stride=2, padding=(2, 1), dilation=2),
+                                  nn.Conv2d(2, 4, 3, bias=False)], ids=["mnist", "strided-dilated", "no-bias"])
+def test_small_conv_is_the_layer_and_its_input_gradient(conv):
+    x = torch.rand(9, conv.in_channels, 15, 13, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = conv(x)
+        torch.testing.assert_close(small_conv(conv, x), ref, rtol=1e-6, atol=1e-6)  # bitwise where checked at run time
+    g = torch.randn(ref.shape, generator=torch.Generator().manual_seed(2))
+    z1, z2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    (a,) = torch.autograd.grad(small_conv(conv, z1), z1, g)
+    (b,) = torch.autograd.grad(conv(z2), z2, g)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert conv.weight.grad is None  # no weight gradient is computed or accumulated
+
+
+def test_guided_backprop_and_hooks_keep_their_meaning():
+    net = models.build("cnn", (1, 28, 28), 10, channels=(4, 8), hidden=16, seed=2).eval()
+    x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    y = torch.arange(6)
+    guided = attribution.attribute("guided-backprop", net, x, y)
+    # the same net behind a custom forward takes the plain autograd route
+    class Opaque(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, z):
+            return self.net(z)
+
+    plain = attribution.attribute("guided-backprop", Opaque(), x, y)
+    torch.testing.assert_close(guided, plain, rtol=1e-5, atol=1e-6 * float(plain.abs().max()))
+    assert not torch.allclose(guided, attribution.attribute("grad", net, x, y))
+    # a user's hook on a max-pool sees what it sees in the model's own forward (no ReLU swap)
+    seen = []
+    handle = net[2].register_forward_hook(lambda m, inp, out: seen.append(float(inp[0].detach().min())))
+    try:
+        assert ModelGradient(net).forward is not net
+        attribution.attribute("grad", net, x, y)
+    finally:
+        handle.remove()
+    assert seen and min(seen) >= 0.0  # the pool's input is the ReLU's output
+
+
+def test_models_without_a_layer_to_speed_up_take_the_model():
+    mlp = models.build("mlp", (1, 28, 28), 10, seed=0)
+    assert sequential_runner(mlp) is None and ModelGradient(mlp).forward is mlp
+    assert sequential_runner(models.build("resnet9", (3, 32, 32), 10, seed=0)) is None
