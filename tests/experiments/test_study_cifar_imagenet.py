@@ -41,6 +41,28 @@ def test_cifar10_quick_on_pickle_batches(tmp_path, monkeypatch):
     assert record["config"]["diffroar"]["fill"] == "mean"  # 0 in the normalised space of the paper
 
 
+def test_cifar10_models_train_on_more_images_than_diffroar_retrains_on(tmp_path, monkeypatch):
+    """n_model_train: the audited models see more images than DiffROAR attributes and
+    retrains on; retrain_epochs sets the retrains' epochs; models that differ only in their
+    attack (the quick ℓ∞ model's PGD steps) share one random control."""
+    monkeypatch.setenv("GRADAUDIT_OFFLINE", "1")
+    files, _ = cifar_files("cifar10", n=60)
+    write_cifar_folder(tmp_path / "data", "cifar10", files)
+    out = tmp_path / "study"
+    run_study("cifar10", quick=True, out=out, quiet=True, data_root=tmp_path / "data",
+              overrides=["data_options.verify=false", "diffroar.seeds=1", "n_model_train=50", "n_train=30",
+                         "diffroar.retrain_epochs=1", "road_percentages=[0.5]"])
+    _check(out, ["ResNet9", "ResNet9 ℓ∞ 8/255"])
+    store = out / "store"
+    models = [json.loads(p.read_text())["config"] for p in sorted((store / "model").glob("*/config.json"))]
+    assert len(models) == 2 and all(m["data"]["n_train"] == 50 for m in models)
+    curves = [json.loads(p.read_text())["config"] for p in sorted((store / "diffroar").glob("*/config.json"))]
+    assert len(curves) == 2 and all(c["data"]["n_train"] == 30 for c in curves)
+    assert sorted(c["random"] for c in curves) == [False, True]  # one random control for both models
+    retrains = [json.loads(p.read_text())["config"] for p in (store / "diffroar").glob("*/retrains/config.json")]
+    assert len(retrains) == 2 and all(r["recipe"]["epochs"] == 1 and r["train"]["n"] == 30 for r in retrains)
+
+
 def test_imagenet10_quick_on_an_image_tree(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADAUDIT_OFFLINE", "1")
     tree = make_imagenet_tree(tmp_path, per_class=4)
