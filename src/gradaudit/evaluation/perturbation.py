@@ -29,6 +29,9 @@ from .degradation import DegradationResult, degradation
 
 __all__ = [
     "DEFAULT_FRACTIONS",
+    "ORDERS",
+    "PIXEL_FILLS",
+    "PIXEL_SCORES",
     "DegradationResult",
     "PerturbationResult",
     "degradation",
@@ -41,12 +44,12 @@ DEFAULT_FRACTIONS = tuple(torch.logspace(-2, 0, 25, dtype=torch.float64).tolist(
 ORDERS = ("lerf", "morf")
 
 # Pixel score maps (N, 1, H, W) from attributions (N, C, H, W).
-_PIXEL_SCORES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+PIXEL_SCORES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "abs-sum": lambda a: a.abs().sum(1, keepdim=True),
     "channel-std": lambda a: a.std(dim=1, keepdim=True),
 }
 # Replacement values (N, C, 1, 1) or broadcastable, from the clean batch and ``value``.
-_PIXEL_FILLS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
+PIXEL_FILLS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
     "constant": lambda x, value: x.new_full((1, 1, 1, 1), value),
     "image-mean": lambda x, value: x.mean((2, 3), keepdim=True),
     "zero": lambda x, value: x.new_zeros((1, 1, 1, 1)),
@@ -100,9 +103,9 @@ def _check_pixel_args(x, y, attributions, fractions, order, fill, value, score, 
     check_images(x, y, attributions, caller)
     fr = check_fractions(DEFAULT_FRACTIONS if fractions is None else fractions, "fractions", caller)
     check_choice(order, "order", caller, ORDERS)
-    check_choice(fill, "fill", caller, tuple(_PIXEL_FILLS))
+    check_choice(fill, "fill", caller, tuple(PIXEL_FILLS))
     check_float(value, "value", caller)
-    check_choice(score, "score", caller, tuple(_PIXEL_SCORES))
+    check_choice(score, "score", caller, tuple(PIXEL_SCORES))
     if score == "channel-std" and attributions.shape[1] < 2:
         raise ParameterError(
             "score='channel-std' of pixel_perturbation needs attributions with at least 2 channels "
@@ -185,7 +188,7 @@ def pixel_perturbation(
             sequence = removal[i : i + batch_size].to(dev)
             b, c = xb.shape[:2]
             flat = xb.reshape(b, c, d).clone()
-            rep = _PIXEL_FILLS[fill](xb, value).to(xb.dtype).expand(b, c, 1, 1).reshape(b, c, 1)
+            rep = PIXEL_FILLS[fill](xb, value).to(xb.dtype).expand(b, c, 1, 1).reshape(b, c, 1)
             done = 0
             for j, k in enumerate(counts):  # counts increase: each step removes the next pixels
                 idx = sequence[:, None, done:k].expand(b, c, k - done)
@@ -213,8 +216,8 @@ def removal_order(
     ties its own way; give it :func:`removal_scores` instead to remove the same pixels.
     """
     check_choice(order, "order", "removal_order", ORDERS)
-    check_choice(score, "score", "removal_order", tuple(_PIXEL_SCORES))
-    positions = rank_scores(_PIXEL_SCORES[score](attributions.detach().double()), seed)
+    check_choice(score, "score", "removal_order", tuple(PIXEL_SCORES))
+    positions = rank_scores(PIXEL_SCORES[score](attributions.detach().double()), seed)
     return _removal_sequence(positions, order)
 
 

@@ -46,7 +46,7 @@ from ._curves import check_fractions
 from .degradation import BOTH, PATCH_FILLS, PATCH_SCORES, degradation
 from .diffroar import diffroar, kar, roar
 from .leakage import leakage
-from .retrain_setup import RETRAIN_FILLS, _check_levels
+from .retrain_setup import RETRAIN_FILLS, check_levels
 from .road import ROAD_ORDERS, ROAD_RANKS, road
 
 __all__ = ["MAP_NEEDS", "METRICS", "NEEDS", "MetricOption", "MetricSpec", "Subject", "evaluate", "get_metric",
@@ -269,7 +269,7 @@ def _retrain_compute(function: Callable[..., Any]) -> Callable[..., Any]:
 
 def _retrain_options(function: Callable[..., Any]) -> dict[str, Option]:
     return _options(function, {
-        "levels": (lambda v, n, c: _check_levels(v, c), "fractions of coordinates kept (top-k) or removed", _MANY),
+        "levels": (lambda v, n, c: check_levels(v, c), "fractions of coordinates kept (top-k) or removed", _MANY),
         "seeds": (_int_at_least(1), "retrains per level and arm"),
         "fill": (_choice(RETRAIN_FILLS), "value of the removed coordinates"),
         "rank": (_choice(RANK_BY), "rank single coordinates or channel-summed pixels"),
@@ -324,9 +324,9 @@ register(MetricSpec(
     "pixel-perturbation", _perturbation.pixel_perturbation, _pixel, _options(_perturbation.pixel_perturbation, {
         "fractions": (_optional_fractions, "fractions of pixels removed (None: 25 log-spaced in [0.01, 1])", _MANY),
         "order": (_choice(_perturbation.ORDERS), "remove least (lerf) or most (morf) salient first"),
-        "fill": (_choice(tuple(_perturbation._PIXEL_FILLS)), "value of the removed pixels"),
+        "fill": (_choice(tuple(_perturbation.PIXEL_FILLS)), "value of the removed pixels"),
         "value": (_float, "the constant fill value"),
-        "score": (_choice(tuple(_perturbation._PIXEL_SCORES)), "pixel score from the map's channels"),
+        "score": (_choice(tuple(_perturbation.PIXEL_SCORES)), "pixel score from the map's channels"),
     }), higher_is_better=True, source="Srinivas & Fleuret, ICLR 2021, §5.2.1", label="pixel perturbation",
     table=_tables.pixel_table,
     summary="accuracy as the least (or most) salient pixels are removed, no retraining"))

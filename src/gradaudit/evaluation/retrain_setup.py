@@ -36,7 +36,7 @@ from ..training.fit import load_run
 from ..training.recipe import Recipe
 from .retrain import Arm, Ranking, Retrainer, tensor_digest
 
-__all__ = ["RETRAIN_FILLS", "TARGETS", "Setup", "check_arguments", "derive_seed", "make_rankings", "retrain_arms"]
+__all__ = ["RETRAIN_FILLS", "TARGETS", "Setup", "check_arguments", "check_levels", "derive_seed", "make_rankings", "retrain_arms"]
 
 TARGETS = ("label", "predicted")
 RETRAIN_FILLS = ("zero", "mean")
@@ -75,7 +75,8 @@ class Setup:
         return self.spec is None or self.train_fn is not None
 
 
-def _check_levels(levels: Any, caller: str) -> tuple[float, ...]:
+def check_levels(levels: Any, caller: str) -> tuple[float, ...]:
+    """``levels`` as sorted floats: distinct fractions in (0, 1], else one ParameterError."""
     msg = f"The 'levels' parameter of {caller} must be distinct fractions in (0, 1]. Got {levels!r}."
     if isinstance(levels, str | bytes) or not isinstance(levels, Sequence) or not levels:
         raise ParameterError(msg)
@@ -215,7 +216,7 @@ def check_arguments(caller: str, model: Any, train: Any, test: Any, **kw: Any) -
         raise ParameterTypeError(f"The 'executor' argument of {caller} must have a map(fn, items) method (runs.InProcessExecutor, runs.RayExecutor). Got {type(executor).__name__}.")
     return Setup(
         caller, model, spec, recipe, train, test, maps, kw["method"], dict(kw["method_options"] or {}),
-        check_choice(kw["target"], "target", caller, TARGETS), _check_levels(kw["levels"], caller),
+        check_choice(kw["target"], "target", caller, TARGETS), check_levels(kw["levels"], caller),
         tuple(range(seed, seed + seeds)), seed, _check_fill(kw["fill"], caller),
         check_choice(kw["rank"], "rank", caller, RANK_BY),
         {k: check_bool(kw[k], k, caller) for k in ("random", "mask_only")},

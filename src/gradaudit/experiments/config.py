@@ -62,9 +62,9 @@ def library_check(check: Callable[[Any], Any]) -> AfterValidator:
 
 
 def _levels(value: Any) -> None:
-    from ..evaluation.retrain_setup import _check_levels  # diffroar's own check
+    from ..evaluation.retrain_setup import check_levels  # diffroar's own check
 
-    _check_levels(value, "diffroar()")
+    check_levels(value, "diffroar()")
 
 
 def _leakage_ks(value: Any) -> None:

@@ -29,17 +29,16 @@ from .steps import MAPS, DataRef, TrainedModel, load_data
 __all__ = ["DiffROARRequest", "DiffROARSettings", "MetricRequests", "diffroar_job", "diffroar_results", "metric_results",
            "road_result"]
 
-STUDY_NEEDS = frozenset({"model", "maps", "block_masks"})
-"""What a study's per-model metrics may need (retraining metrics have their own jobs)."""
-
-
 def _metric_requests(value: Any) -> None:
+    """A study's per-model metrics need no more than ``MAP_NEEDS`` (retraining metrics have
+    their own jobs)."""
     from .._validation import ParameterError
     from ..evaluation import get_metric
+    from ..evaluation.registry import MAP_NEEDS
 
     for name, options in value.items():
         spec = get_metric(name)
-        extra = sorted(spec.needs - STUDY_NEEDS)
+        extra = sorted(spec.needs - MAP_NEEDS)
         if extra:
             raise ParameterError(f"The metric {name!r} needs {', '.join(extra)}; a study's 'metrics' computes "
                                  "the metrics that need only a model, its maps and block masks.")
