@@ -14,32 +14,6 @@ Importing this package has no side effects (no matplotlib backend switch, no pyp
 
 from . import plots
 from .html import Report
-from .plots import (
-    PALETTE,
-    accuracy_curves,
-    attribution_grid,
-    bar_with_errors,
-    block_attribution_grid,
-    coordinate_heatmaps,
-    diffroar_curves,
-    figure_bytes,
-    image_grid,
-    metric_heatmap,
-    save_figure,
-)
+from .plots import *  # noqa: F403  (the figures, exported as plots.__all__ names them)
 
-__all__ = [
-    "PALETTE",
-    "Report",
-    "accuracy_curves",
-    "attribution_grid",
-    "bar_with_errors",
-    "block_attribution_grid",
-    "coordinate_heatmaps",
-    "diffroar_curves",
-    "figure_bytes",
-    "image_grid",
-    "metric_heatmap",
-    "plots",
-    "save_figure",
-]
+__all__ = ["Report", "plots", *plots.__all__]

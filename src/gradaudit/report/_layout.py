@@ -3,15 +3,16 @@ dashed reference lines."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .._validation import ParameterError, ParameterTypeError, check_choice, unknown_name
-from ._figure import GREY, check_labelled, color_for, new_figure
+from ._figure import GREY, check_labelled, color_for, new_figure, style
 
-__all__ = ["LEGENDS", "axes_for", "colors_for", "decorate", "draw_hlines"]
+__all__ = ["LEGENDS", "axes_for", "colors_for", "decorate", "draw_hlines", "framed"]
 
 LEGENDS = ("auto", "inside", "outside", "none")
 
@@ -72,6 +73,24 @@ def decorate(
         fig.legend(loc="outside right upper")
     else:
         ax.legend(loc="best")
+
+
+@contextlib.contextmanager
+def framed(
+    ax: Axes | None,
+    figsize: tuple[float, float],
+    legend: str,
+    caller: str,
+    texts: tuple[str | None, str | None, str | None],
+) -> Iterator[tuple[Figure, Axes]]:
+    """Draw in the house style into ``ax`` (or a new figure's Axes, :func:`axes_for`); on
+    leaving, :func:`decorate` with ``texts`` = (title, xlabel, ylabel) and ``legend``."""
+    title, xlabel, ylabel = texts
+    with style():
+        fig, axes = axes_for(ax, figsize)
+        yield fig, axes
+        decorate(fig, axes, title=title, xlabel=xlabel, ylabel=ylabel, legend=legend,
+                 own_figure=ax is None, caller=caller)
 
 
 def colors_for(

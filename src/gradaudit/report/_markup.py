@@ -122,6 +122,25 @@ def _cell(value: Any, fmt: Formatter | None) -> tuple[str, str, bool]:
     return text, text, False
 
 
+def formatter(fmt: Any, name: str, caller: str, *, example: str = "{:.3f}", where: str = "") -> Formatter:
+    """``fmt`` as a number -> text function: a callable as given, a format string's ``format``.
+
+    Raises:
+        ParameterTypeError: ``fmt`` is neither a string nor a callable.
+        ParameterError: ``fmt`` does not format a number (``where`` ends both messages).
+    """
+    if callable(fmt):
+        return fmt
+    need = f"The {name!r} parameter of {caller} must hold format strings such as {example!r} or callables"
+    if not isinstance(fmt, str):
+        raise ParameterTypeError(f"{need}. Got {fmt!r}{where}.")
+    try:
+        fmt.format(0.5)
+    except (ValueError, IndexError, KeyError) as err:
+        raise ParameterError(f"{need}. Got {fmt!r}{where}.") from err
+    return fmt.format
+
+
 def _formatters(
     formats: Mapping[str, Any] | None, columns: Sequence[str], caller: str
 ) -> dict[str, Formatter]:
@@ -129,20 +148,7 @@ def _formatters(
     for col, fmt in (formats or {}).items():
         if col not in columns:
             raise ParameterError(unknown_name("column in 'formats'", col, columns, caller=caller))
-        if callable(fmt):
-            out[col] = fmt
-            continue
-        if not isinstance(fmt, str):
-            raise ParameterTypeError(
-                f"The 'formats' parameter of {caller} must map columns to format strings. Got {fmt!r} for {col!r}."
-            )
-        try:
-            fmt.format(0.5)
-        except (ValueError, IndexError, KeyError) as err:
-            raise ParameterError(
-                f"The 'formats' parameter of {caller} must hold format strings such as '{{:.3f}}'. Got {fmt!r} for {col!r}."
-            ) from err
-        out[col] = fmt.format
+        out[col] = formatter(fmt, "formats", caller, where=f" for {col!r}")
     return out
 
 

@@ -10,8 +10,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .._validation import ParameterError
-from ._figure import as_array, check_labelled, style
-from ._layout import axes_for, colors_for, decorate, draw_hlines
+from ._figure import as_array, check_labelled
+from ._layout import colors_for, draw_hlines, framed
 
 __all__ = ["bar_with_errors"]
 
@@ -67,8 +67,7 @@ def bar_with_errors(
         for label, v in check_labelled(series, "series", caller).items()
     }
     palette = colors_for(list(bars), colors, caller)
-    with style():
-        fig, axes = axes_for(ax, figsize)
+    with framed(ax, figsize, legend, caller, (title, xlabel, ylabel)) as (fig, axes):
         n, width = len(bars), 0.8 / len(bars)
         centers = np.arange(len(groups), dtype=float)
         for i, (label, (mean, std)) in enumerate(bars.items()):
@@ -99,16 +98,6 @@ def bar_with_errors(
         draw_hlines(axes, hlines, caller)
         lo, hi = axes.get_ylim()
         axes.set_ylim(*(ylim if ylim is not None else (lo, hi + 0.2 * (hi - lo))))  # legend room
-        decorate(
-            fig,
-            axes,
-            title=title,
-            xlabel=xlabel,
-            ylabel=ylabel,
-            legend=legend,
-            own_figure=ax is None,
-            caller=caller,
-        )
     return fig
 
 

@@ -25,9 +25,8 @@ from ._figure import (
     as_array,
     check_labelled,
     check_text,
-    style,
 )
-from ._layout import axes_for, colors_for, decorate, draw_hlines
+from ._layout import colors_for, draw_hlines, framed
 
 __all__ = ["accuracy_curves", "diffroar_curves"]
 
@@ -160,8 +159,7 @@ def diffroar_curves(
     ):
         check_text(text, name, caller)
     palette = colors_for(list(parsed), colors, caller)
-    with style():
-        fig, axes = axes_for(ax, figsize)
+    with framed(ax, figsize, legend, caller, (title, xlabel, ylabel)) as (fig, axes):
         for i, (label, s) in enumerate(parsed.items()):
             _plot_series(axes, label, s, palette[label], MARKERS[i % len(MARKERS)])
         for label, s in extras.items():
@@ -182,16 +180,6 @@ def diffroar_curves(
         xmax = max(float(np.nanmax(s[0])) for s in parsed.values())
         axes.set_xlim(0.0, xmax * 1.03 if xmax > 0 else 1.0)
         _y_limits(axes, ylim, shade_negative)
-        decorate(
-            fig,
-            axes,
-            title=title,
-            xlabel=xlabel,
-            ylabel=ylabel,
-            legend=legend,
-            own_figure=ax is None,
-            caller=caller,
-        )
     return fig
 
 
@@ -259,8 +247,7 @@ def accuracy_curves(
             raise ParameterError(unknown_name("label in 'linestyles'", key, parsed, caller=caller))
     for name, text in (("xlabel", xlabel), ("ylabel", ylabel), ("title", title)):
         check_text(text, name, caller)
-    with style():
-        fig, axes = axes_for(ax, figsize)
+    with framed(ax, figsize, legend, caller, (title, xlabel, ylabel)) as (fig, axes):
         for i, (label, s) in enumerate(parsed.items()):
             marker = MARKERS[i % len(MARKERS)] if markers else ""
             _plot_series(axes, label, s, palette[label], marker, linestyle=styles.get(label, "-"))
@@ -271,14 +258,4 @@ def accuracy_curves(
             axes.set_xlim(*xlim)
         if ylim is not None:
             axes.set_ylim(*ylim)
-        decorate(
-            fig,
-            axes,
-            title=title,
-            xlabel=xlabel,
-            ylabel=ylabel,
-            legend=legend,
-            own_figure=ax is None,
-            caller=caller,
-        )
     return fig

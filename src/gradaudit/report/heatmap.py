@@ -9,26 +9,11 @@ import numpy as np
 from matplotlib.colors import Normalize, to_rgb
 from matplotlib.figure import Figure
 
-from .._validation import ParameterError, ParameterTypeError
+from .._validation import ParameterError
 from ._figure import as_array, check_text, colormap, finite_range, new_figure, style
+from ._markup import formatter
 
 __all__ = ["metric_heatmap"]
-
-
-def _formatter(fmt: str | Callable[[float], str], caller: str) -> Callable[[float], str]:
-    if callable(fmt):
-        return fmt
-    if not isinstance(fmt, str):
-        raise ParameterTypeError(
-            f"The 'fmt' parameter of {caller} must be a format string or a callable. Got {fmt!r}."
-        )
-    try:
-        fmt.format(0.5)
-    except (ValueError, IndexError, KeyError) as err:
-        raise ParameterError(
-            f"The 'fmt' parameter of {caller} must be a format string such as '{{:.2f}}'. Got {fmt!r}."
-        ) from err
-    return fmt.format
 
 
 def _check_labels(labels: Sequence[Any], n: int, name: str, caller: str) -> list[str]:
@@ -98,7 +83,7 @@ def metric_heatmap(
     vals = as_array(values, "values", caller, ndim=2)
     rows = _check_labels(row_labels, vals.shape[0], "row_labels", caller)
     cols = _check_labels(col_labels, vals.shape[1], "col_labels", caller)
-    fmt_fn = _formatter(fmt, caller)
+    fmt_fn = formatter(fmt, "fmt", caller, example="{:.2f}")
     for name, text in (
         ("title", title),
         ("nan_text", nan_text),
