@@ -73,6 +73,14 @@ class _Flat:
         padded = F.pad(planes, (1, 1, 1, 1)).reshape(-1, self.size)
         return padded[:, self.span].contiguous()
 
+    def stencil_views(self, p_full: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The span of ``p_full`` (B, P), and the shifted slices that the two box121 passes
+        read: p at −1, +1, 0 along the row (into ``rows``, centred at 1 … P−2), then rows at
+        −S, +S, 0 (into a span-sized buffer)."""
+        s = self.stride
+        return (p_full[:, self.span], p_full[:, :-2], p_full[:, 2:], p_full[:, 1:-1],
+                rows[:, : -2 * s], rows[:, 2 * s :], rows[:, s:-s])
+
     def planes(self, flat: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """Back from (B, span) to (B, H, W)."""
         out = flat.new_zeros(flat.shape[0], self.size)
@@ -96,7 +104,7 @@ def _cg(removed: torch.Tensor, rhs: torch.Tensor, tol: float) -> torch.Tensor:
     """
     n, h, w = rhs.shape
     grid = _Flat(h, w)
-    stride, dtype = grid.stride, rhs.dtype
+    dtype = rhs.dtype
     rem = grid.inner(removed.to(dtype))
     diag = grid.inner(_neighbour_sum(torch.ones_like(rhs[:1])) + 1 / 3) * rem
     off = rem.div_(12)
@@ -104,9 +112,9 @@ def _cg(removed: torch.Tensor, rhs: torch.Tensor, tol: float) -> torch.Tensor:
     u = torch.zeros_like(r)
     result = torch.zeros_like(r)
     p_full = rhs.new_zeros(n, grid.size)  # the search direction, inside its zero border
-    p = p_full[:, grid.span]
-    p.copy_(r)
     rows, box, ap = rhs.new_empty(n, grid.size - 2), torch.empty_like(r), torch.empty_like(r)
+    p, *shifted = grid.stencil_views(p_full, rows)
+    p.copy_(r)
     rr = _sq_norm(r)
     stop = (tol * tol) * rr
     index = torch.arange(n, device=rhs.device)  # which planes of the batch are still in the working set
@@ -119,12 +127,13 @@ def _cg(removed: torch.Tensor, rhs: torch.Tensor, tol: float) -> torch.Tensor:
             result[index[~live]] = u[~live]
             index, u, r, rr, stop = index[live], u[live], r[live], rr[live], stop[live]
             diag, off, p_full = diag[live], off[live], p_full[live]
-            p = p_full[:, grid.span]
             rows, box, ap = rows[:n_live], box[:n_live], ap[:n_live]
+            p, *shifted = grid.stencil_views(p_full, rows)
             live = live[live]
         # ap = A p: box121 as two separable passes along the row (±1) and across rows (±S)
-        torch.add(p_full[:, :-2], p_full[:, 2:], out=rows).add_(p_full[:, 1:-1], alpha=2)
-        torch.add(rows[:, : -2 * stride], rows[:, 2 * stride :], out=box).add_(rows[:, stride:-stride], alpha=2)
+        left, right, centre, up, down, middle = shifted
+        torch.add(left, right, out=rows).add_(centre, alpha=2)
+        torch.add(up, down, out=box).add_(middle, alpha=2)
         torch.mul(diag, p, out=ap).addcmul_(off, box, value=-1)
         pap = torch.linalg.vecdot(p, ap)
         alpha = torch.where(live & (pap > 0), rr / pap, 0.0).unsqueeze(1)
