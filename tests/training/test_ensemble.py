@@ -149,4 +149,4 @@ def test_errors_before_work() -> None:
     with pytest.raises(ParameterError, match="engine='loop'"):
         fit_stacked(cnn, train, Recipe(), [Member(0, 0)], engine="bmm")
     with pytest.raises(ParameterError, match="'engine'"):
-        fit_stacked(spec, train, Recipe(), [Member(0, 0)], engine="vmap")
+        fit_stacked(spec, train, Recipe(), [Member(0, 0)], engine="grouped")

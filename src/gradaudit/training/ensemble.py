@@ -77,7 +77,7 @@ from .schedule import lr_at
 
 __all__ = ["ENGINES", "MEMBER_FIELDS", "PRECISIONS", "BatchInputFn", "InputFn", "Member", "StackedFit", "apply_inputs", "fit_stacked", "stackable"]
 
-ENGINES = ("auto", "bmm", "loop")
+ENGINES = ("auto", "bmm", "loop", "vmap")
 PRECISIONS = ("fp32", "tf32", "bf16")
 MEMBER_FIELDS = ("attack", "eps", "attack_step_size", "attack_random_start")
 InputFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -311,7 +311,8 @@ def fit_stacked(
             replaced by each member's ``data_seed``, and its attack fields by the member's
             ``attack`` overrides.
         members: The members.
-        engine: "auto", "bmm" or "loop" (see the module docstring).
+        engine: "auto", "bmm", "loop" or "vmap" (CNNs and ResNets stacked with torch.func:
+            :mod:`~gradaudit.training.stacked_vmap`; "auto" reads its measured engine table).
         batch_inputs: Optional fast path of the bmm engine: ``batch_inputs(rows)`` with
             ``rows`` (M, B) (member m's training rows) returns the stacked inputs (M, B, ...)
             and must equal stacking ``members[m].inputs(train.x[rows[m]], rows[m])`` (e.g.
@@ -340,7 +341,11 @@ def fit_stacked(
     ok, why = stackable(nets[0])
     if engine == "bmm" and not ok:
         raise ParameterError(f"fit_stacked(engine='bmm') cannot stack this model: {why}. Use engine='loop'.")
-    chosen = "bmm" if (engine == "auto" and ok) else ("loop" if engine == "auto" else engine)
+    if engine == "auto":  # the measured table (training.stacked_vmap.auto_engine)
+        from .stacked_vmap import auto_engine
+
+        engine = auto_engine(spec, ok, recipe, members, device)
+    chosen = engine
     with torch.enable_grad(), arithmetic(precision, device):
         if bar is not None:
             fitted = _run(chosen, nets, train, recipe, members, batch_inputs, device, bar)
@@ -378,6 +383,10 @@ def _run(engine: str, nets: list[nn.Module], train: ImageSet, recipe: Recipe, me
         def batch_inputs(rows: torch.Tensor) -> torch.Tensor:
             return torch.stack([train.x[r] if m.inputs is None else m.inputs(train.x[r], r)
                                 for m, r in zip(members, rows, strict=True)])
+    if engine == "vmap":
+        from .stacked_vmap import fit_vmap  # (it imports this module)
+
+        return fit_vmap(nets, train, recipe, members, batch_inputs, device, bar)
     return _fit_bmm(nets, train, recipe, members, batch_inputs, device, bar)
 
 
