@@ -105,7 +105,7 @@ def _cg(removed: torch.Tensor, rhs: torch.Tensor, tol: float) -> torch.Tensor:
     n, h, w = rhs.shape
     grid = _Flat(h, w)
     dtype = rhs.dtype
-    rem = grid.inner(removed.to(dtype))
+    rem = grid.inner(removed.to(dtype))  # removed: 1.0 on removed pixels, 0.0 on kept ones
     diag = grid.inner(_neighbour_sum(torch.ones_like(rhs[:1])) + 1 / 3) * rem
     off = rem.div_(12)
     r = grid.inner(rhs)
@@ -147,28 +147,40 @@ def _cg(removed: torch.Tensor, rhs: torch.Tensor, tol: float) -> torch.Tensor:
     return grid.planes(result, h, w)
 
 
-def _rhs(x: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
-    """Σ_j w_ij x_j over kept neighbours j, on the removed pixels i (zero elsewhere)."""
-    return _neighbour_sum(x.masked_fill(removed, 0)).masked_fill_(~removed, 0)
+def _as_float(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A bool mask as 0.0/1.0 of ``dtype``. Through a uint8 view: PyTorch's CPU kernels that
+    read bool tensors (``.to(float)``, ``where``, ``masked_fill``) are 10–100× slower than
+    float arithmetic on random masks, so the fills select with float masks instead."""
+    return mask.view(torch.uint8).to(dtype)
 
 
-def _solve(x: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
-    """Imputed values on the removed pixels of (B, H, W) planes, zero elsewhere.
+def _rhs(x: torch.Tensor, kept: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
+    """Σ_j w_ij x_j over kept neighbours j, on the removed pixels i (zero elsewhere); the
+    masks are 0.0/1.0 floats."""
+    return _neighbour_sum(x * kept).mul_(removed)
+
+
+def _solve(x: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """Imputed values on the removed pixels of (B, H, W) planes, zero elsewhere; ``kept`` is
+    the 0.0/1.0 float mask of the kept pixels.
 
     float64 input: CG in float64 to 1e-10. Otherwise CG in float32 to 1e-6, which is within
     1e-5 of the exact solution up to 64×64 images; larger images (where float32 CG loses
     accuracy) get one refinement step: the residual in float64, a float32 correction solve.
     """
     if x.dtype == torch.float64:
-        return _cg(removed, _rhs(x, removed), 1e-10)
-    x32 = x.float()
-    u = _cg(removed, _rhs(x32, removed), 1e-6)
+        kept = kept.double()
+        removed = 1 - kept
+        return _cg(removed, _rhs(x, kept, removed), 1e-10)
+    x32, kept = x.float(), kept.float()
+    removed = 1 - kept
+    u = _cg(removed, _rhs(x32, kept, removed), 1e-6)
     if x[0].numel() <= 64 * 64:
         return u
     u64 = u.double()
-    filled = torch.where(removed, u64, x.double())
+    filled = torch.addcmul(u64, x.double(), kept.double())  # u is 0 on kept pixels
     weight_sum = _neighbour_sum(torch.ones_like(filled[:1]))
-    residual = (_neighbour_sum(filled) - weight_sum * filled).masked_fill_(~removed, 0)
+    residual = (_neighbour_sum(filled) - weight_sum * filled).mul_(removed.double())
     return (u64 + _cg(removed, residual.float(), 1e-3).double()).to(x.dtype)
 
 
@@ -190,9 +202,9 @@ def linear_imputation(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     _check_keep(x, keep, "linear_imputation")
     n, c, h, w = x.shape
     planes = x.detach().reshape(n * c, h, w)
-    removed = ~keep.to(x.device).expand(n, c, h, w).reshape(n * c, h, w)
-    u = _solve(planes, removed).to(x.dtype)
-    return torch.where(removed, u, planes).view(n, c, h, w)
+    kept = _as_float(keep.to(x.device), x.dtype).expand(n, c, h, w).reshape(n * c, h, w)
+    u = _solve(planes, kept).to(x.dtype)  # 0 on kept pixels
+    return torch.addcmul(u, planes, kept).view(n, c, h, w)
 
 
 def _check_keep(x: torch.Tensor, keep: torch.Tensor, caller: str) -> None:
@@ -215,13 +227,13 @@ def _check_keep(x: torch.Tensor, keep: torch.Tensor, caller: str) -> None:
 
 
 def _fill_zero(x: torch.Tensor, keep: torch.Tensor, **_: object) -> torch.Tensor:
-    return x * keep
+    return x * _as_float(keep, x.dtype)
 
 
 def _fill_mean(x: torch.Tensor, keep: torch.Tensor, *, mean: torch.Tensor | None, **_: object) -> torch.Tensor:
     if mean is None:
         raise ParameterError("fill='mean' needs the per-channel dataset mean (argument 'mean').")
-    return torch.where(keep, x, mean.reshape(1, -1, 1, 1).to(x))
+    return torch.lerp(mean.reshape(1, -1, 1, 1).to(x).expand_as(x), x, _as_float(keep, x.dtype))
 
 
 def _fill_nli(
@@ -236,7 +248,7 @@ def _fill_nli(
                 "pass noise=0 for the noise-free imputation."
             )
         draw = torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
-        out = torch.where(keep, out, out + noise * draw.to(x.device))
+        out = out.addcmul(draw.to(x.device), 1 - _as_float(keep, x.dtype), value=noise)
     return out
 
 
@@ -283,7 +295,8 @@ def fill_masked(
         return out
     if len(bounds) != 2 or not float(bounds[0]) < float(bounds[1]):
         raise ParameterError(f"The 'bounds' parameter of fill_masked must be (lo, hi) with lo < hi. Got {bounds!r}.")
-    return torch.where(keep, out, out.clamp(float(bounds[0]), float(bounds[1])))
+    # lerp at weight 1 (kept) returns ``out`` exactly, at weight 0 the clamped value
+    return torch.lerp(out.clamp(float(bounds[0]), float(bounds[1])), out, _as_float(keep, out.dtype))
 
 
 MASK_VIEW = "keep-mask minus the kept fraction k (centred)"
