@@ -103,6 +103,24 @@ def _probe_target(address: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
+def _gpu_share(gpus_per_job: float, jobs_per_gpu: int | None) -> float:
+    """The GPUs one task asks Ray for, from ``gpus_per_job`` or ``jobs_per_gpu`` (checked)."""
+    gpus = check_float(gpus_per_job, "gpus_per_job", "RayExecutor", 0, None)
+    if jobs_per_gpu is not None:
+        k = check_int(jobs_per_gpu, "jobs_per_gpu", "RayExecutor", 1, 1000)
+        if gpus not in (0, 1 / k):
+            raise ParameterError(
+                f"RayExecutor got gpus_per_job={gpus_per_job!r} and jobs_per_gpu={jobs_per_gpu!r}: "
+                f"give one of the two (jobs_per_gpu={k} means gpus_per_job=1/{k}).")
+        return 1 / k
+    if gpus > 1 and not float(gpus).is_integer():
+        raise ParameterError(
+            f"The 'gpus_per_job' parameter of RayExecutor must be a whole number of GPUs or a "
+            f"fraction of one (Ray cannot split a task over {gpus_per_job!r} GPUs). Got "
+            f"{gpus_per_job!r}; use e.g. {int(gpus)} or {int(gpus) + 1}, or jobs_per_gpu=k to share a GPU.")
+    return gpus
+
+
 class RayExecutor:
     """Runs each item as a Ray task, on a local Ray or a cluster.
 
@@ -130,7 +148,12 @@ class RayExecutor:
         address: Ray cluster address, or None for a local Ray (or ``RAY_ADDRESS``).
         num_cpus: CPUs of a local Ray (None: all of this machine's).
         cpus_per_job: CPUs reserved by each task (Ray sets the task's thread count to it).
-        gpus_per_job: GPUs reserved by each task (fractions share a GPU).
+        gpus_per_job: GPUs reserved by each task: a whole number, or a fraction of one GPU
+            (0.25: four jobs share a GPU). Ray places such tasks only on nodes that declare
+            GPUs and gives each the id of the GPU it shares (``CUDA_VISIBLE_DEVICES``).
+        jobs_per_gpu: Many jobs on one GPU: ``k`` runs up to k jobs at once on each GPU
+            (each task asks for 1/k GPU); small models that cannot fill a card alone then
+            share it. Replaces ``gpus_per_job`` (give one of the two).
         max_retries: How many times Ray reruns a task whose worker died (0: never).
         connect_timeout_s: How long a cluster address may take to answer.
         check_resources: Refuse jobs that no node can host (set False on an autoscaling
@@ -144,12 +167,12 @@ class RayExecutor:
     def __init__(self, address: str | None = None, num_cpus: int | None = None,
                  cpus_per_job: float = 1, gpus_per_job: float = 0, max_retries: int = 3,
                  connect_timeout_s: float = 5.0, check_resources: bool = True,
-                 init_options: Mapping[str, Any] | None = None) -> None:
+                 init_options: Mapping[str, Any] | None = None, jobs_per_gpu: int | None = None) -> None:
         self.address = address
         self.num_cpus = num_cpus
         self.cpus_per_job = check_float(cpus_per_job, "cpus_per_job", "RayExecutor", 0, None,
                                         low_open=True)
-        self.gpus_per_job = check_float(gpus_per_job, "gpus_per_job", "RayExecutor", 0, None)
+        self.gpus_per_job = _gpu_share(gpus_per_job, jobs_per_gpu)
         self.max_retries = check_int(max_retries, "max_retries", "RayExecutor", 0)
         self.connect_timeout_s = check_float(connect_timeout_s, "connect_timeout_s", "RayExecutor",
                                              0, None, low_open=True)
