@@ -170,3 +170,28 @@ def test_guide_commands_and_api_calls_exist() -> None:
     params = inspect.signature(evaluation.diffroar).parameters
     call = re.search(r"evaluation\.diffroar\((.*?)\n\)", python[0], re.S).group(1)
     assert {k for k in re.findall(r"(\w+)=", call)} <= set(params)
+
+
+def test_own_model_diffroar_checks_its_arguments_once(user, capsys, monkeypatch) -> None:
+    """The own-model path runs the protocol's one argument check (in evaluation.diffroar), as
+    a --run does, and user_model imports no CLI module."""
+    import ast
+    import importlib
+    import inspect
+
+    from gradaudit import user_model
+
+    calls = []
+    check = importlib.import_module("gradaudit.evaluation.retrain_setup").check_arguments
+    for where in ("gradaudit.evaluation.retrain_setup", "gradaudit.evaluation.diffroar"):
+        monkeypatch.setattr(importlib.import_module(where), "check_arguments",
+                            lambda *a, **k: calls.append(a[0]) or check(*a, **k))
+    code, out, err = run_cli(capsys, "diffroar", "--model", f"{user / 'mymodel.py'}:make_model", "--data",
+                             str(user / "data.npz"), "--epochs", "1", "--levels", "0.5", "--seeds", "1",
+                             "--no-random", "--out", str(user / "once"), "--json", "-q")
+    assert code == 0, err
+    assert calls == ["diffroar()"]
+    assert "train_is_run_data" not in json.loads(out)["settings"]
+    tree = ast.parse(inspect.getsource(user_model))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not {m for m in imported if m and ("cli" in m)}, imported

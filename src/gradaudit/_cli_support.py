@@ -1,10 +1,11 @@
 """Shared steps of the evaluation commands (``gradaudit diffroar``, ``attribute`` and the
 commands ``cli.py`` builds from the metric registry: ``road``, ``perturb``, ``leakage``, ...).
 
-Each command loads a finished training run and the data it was trained on (:func:`load_audit`),
-attributes the test images with one method, fitting the options that need training data
-(:func:`fit_method`), runs the registered metric through ``evaluation.evaluate`` after
-checking its arguments on one image (:func:`evaluate_metric`), and saves the library's result
+Each command opens what it audits, a finished training run or your own model and data
+(``user_model.open_audit``), attributes the test images with one method, fitting the options
+that need training data (``user_model.fit_method``), runs the registered metric through
+``evaluation.evaluate`` after checking its arguments on one image (:func:`evaluate_metric`),
+or DiffROAR (``user_model.run_diffroar``), and saves the library's result
 with the command's settings, seed and provenance (:func:`save_result`); the metric's own
 table (``MetricSpec.table``) is what the command prints.
 """
@@ -18,17 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from . import attribution, data, evaluation
+from . import attribution, evaluation
 from ._cli_options import parse_option
 from ._io import to_jsonable, write_json
 from ._progress import log_step
 from ._provenance import provenance
 from ._validation import ParameterError, check_choice, check_int, unknown_name
 from .data import ImageSet
-from .models import ModelSpec
-from .training import Recipe, data_fingerprint, load_run
+from .evaluation.diffroar import TARGETS
+from .user_model import Audit, fit_method, load_audit, method_settings, run_diffroar
 
 __all__ = [
     "BLOCK_DATASETS",
@@ -46,70 +46,6 @@ __all__ = [
 ]
 
 BLOCK_DATASETS = ("blockmnist", "blockmnist-top")
-TARGETS = ("label", "predicted")
-
-
-@dataclass(frozen=True)
-class Audit:
-    """A finished training run, with what is needed to reload its data.
-
-    Attributes:
-        run: The run directory.
-        model: The trained model (eval mode, on ``device``).
-        info: The run's ``run.json`` (spec, recipe, data name and fingerprint, history).
-        device: Where the model lives.
-        data_root: The data root (None: ``$GRADAUDIT_DATA``).
-    """
-
-    run: Path
-    model: nn.Module
-    info: Mapping[str, Any]
-    device: str
-    data_root: Path | None
-
-    @property
-    def dataset(self) -> str:
-        return str(self.info["data"]["name"])
-
-    @property
-    def data_seed(self) -> int:
-        """The seed the run's data were drawn with (BlockMNIST placement, synthetic draws):
-        ``gradaudit train`` loads its data with the recipe's seed."""
-        return int(self.info["recipe"].get("seed", 0))
-
-    def load(self, split: str, n: int | None = None, caller: str = "gradaudit") -> ImageSet:
-        """The run's dataset ``split`` (its first ``n`` images if given), on the CPU."""
-        if n is not None:
-            check_int(n, "n", caller, 1)
-        images = data.load(self.dataset, split, root=self.data_root, seed=self.data_seed)
-        return images if n is None else images.subset(slice(0, n))
-
-    def trained_on(self, train: ImageSet) -> bool:
-        """Whether ``train`` (a whole train split) is the data the run was fitted on."""
-        return self.info["data"].get("fingerprint") == data_fingerprint(train)
-
-    @property
-    def spec(self) -> ModelSpec:
-        return ModelSpec(**self.info["spec"])
-
-    @property
-    def recipe(self) -> Recipe:
-        return Recipe(**self.info["recipe"])
-
-    def describe(self) -> dict[str, Any]:
-        return {"run": str(self.run.resolve()), "dataset": self.dataset, "data_seed": self.data_seed}
-
-
-def load_audit(run: Path, data_root: Path | None, device: str) -> Audit:
-    """Load a run directory written by ``gradaudit train`` (or ``training.fit(spec=...)``).
-
-    Raises:
-        ParameterError: ``run`` is not a finished run, or its run.json names no dataset.
-    """
-    model, info = load_run(run, device=device)
-    if not isinstance(info.get("data"), Mapping) or not info["data"].get("name"):
-        raise ParameterError(f"The run {run} records no dataset name in run.json; evaluate it with the library instead.")
-    return Audit(Path(run), model, info, device, data_root)
 
 
 def parse_method_options(method: str, texts: Sequence[str] | None) -> dict[str, Any]:
@@ -131,24 +67,6 @@ def parse_method_options(method: str, texts: Sequence[str] | None) -> dict[str, 
         spec.options[key].check(value, key, caller)
         given[key] = value
     return given
-
-
-def fit_method(audit: Audit, method: str, given: Mapping[str, Any], *, fit_n: int, seed: int,
-               train: ImageSet | None = None) -> tuple[dict[str, Any], list[str]]:
-    """(every option of ``method`` to pass on, names of the fitted ones).
-
-    Options that ``method`` requires and were not given (patterns, reference set), and the
-    data mean for ``baseline=mean``, are fitted with ``attribution.fit_options`` on the first
-    ``fit_n`` training images (``train`` if given, else the run's train split).
-    """
-    spec = attribution.get_method(method)
-    missing = any(opt.required and key not in given for key, opt in spec.options.items())
-    if not missing and not (given.get("baseline") == "mean" and "data_mean" not in given):
-        return dict(given), []
-    images = (train if train is not None else audit.load("train")).subset(slice(0, fit_n))
-    fitted = attribution.fit_options(method, audit.model, images.x.to(audit.device), seed=seed)
-    fitted = {k: v for k, v in fitted.items() if k not in given}
-    return {**fitted, **given}, sorted(fitted)
 
 
 @dataclass(frozen=True)
@@ -191,13 +109,6 @@ def evaluate_metric(audit: Audit, metric: str, options: Mapping[str, Any], metho
     return Evaluated(result, method_settings(method, given, fitted, target, fit_n, len(images)))
 
 
-def method_settings(method: str, given: Mapping[str, Any], fitted: Sequence[str], target: str,
-                    fit_n: int, n: int) -> dict[str, Any]:
-    """How the attributions were made, as recorded in the result files."""
-    return {"method": method, "method_options": to_jsonable(dict(given)), "fitted_options": list(fitted),
-            "fit_n": fit_n if fitted else None, "target": target, "n_images": n}
-
-
 def save_result(path: Path, command: str, audit: Audit, result: Mapping[str, Any],
                 settings: Mapping[str, Any], seed: int) -> dict[str, Any]:
     """Write the library's ``result`` (its config included) with the command's settings, the
@@ -207,36 +118,6 @@ def save_result(path: Path, command: str, audit: Audit, result: Mapping[str, Any
     record = to_jsonable(record)
     write_json(path, record)
     return record
-
-
-def run_diffroar(audit: Audit, method: str, given: Mapping[str, Any], *, n_train: int | None,
-                 n_test: int | None, fit_n: int, folder: Path, device: str, quiet: bool,
-                 **kw: Any) -> tuple[Any, dict[str, Any]]:
-    """``evaluation.diffroar`` of ``method`` on the run's data, resumable in ``folder/retrains``.
-
-    Arguments are checked before the training set is loaded, options fitted or anything
-    attributed: the protocol's options in ``kw`` are the metric registry's resolved ``diffroar``
-    options (``MetricSpec.resolve``, as the command reads them), the method's options are
-    checked by :func:`parse_method_options`. ``kw``: target, levels, seeds, seed, fill, rank, random,
-    mask_only, max_stack. Returns (result, settings to record).
-    """
-    caller = "gradaudit diffroar"
-    for name, value in (("n_train", n_train), ("n_test", n_test)):
-        if value is not None:
-            check_int(value, name, caller, 1)
-    check_int(fit_n, "fit_n", caller, 1)
-    check_choice(kw["target"], "target", caller, TARGETS)
-    check_int(kw["seed"], "seed", caller, 0)
-    test = audit.load("test", n_test, caller)
-    full = audit.load("train")
-    train = full if n_train is None else full.subset(slice(0, n_train))
-    options, fitted = fit_method(audit, method, given, fit_n=fit_n, seed=kw["seed"], train=train)
-    result = evaluation.diffroar(audit.model, train, test, method=method, method_options=options,
-                                 spec=audit.spec, recipe=audit.recipe, out=folder / "retrains",
-                                 device=device, quiet=quiet, **kw)
-    settings = method_settings(method, given, fitted, kw["target"], fit_n, len(test))
-    settings.update(n_test=settings.pop("n_images"), n_train=len(train), train_is_run_data=audit.trained_on(full))
-    return result, settings
 
 
 def require_blocks(audit: Audit, caller: str) -> None:

@@ -10,8 +10,11 @@
   and stated in the result.
 * ``--train-fn module:function`` names ``train_fn(model, x, y) -> model`` for the retrains.
 
-:class:`UserAudit` plays the part of ``_cli_support.Audit`` (a training run) for the
-evaluation commands.
+What the evaluation commands audit is a training run (``--run``, :class:`Audit`) or your own
+model and data (:class:`UserAudit`, the same shape); :func:`open_audit` opens either,
+:func:`fit_method` fits a method's data-dependent options on its training images and
+:func:`run_diffroar` runs DiffROAR on either (the retrain recipe is the run's, or your
+``make_model`` with ``--train-fn`` or a recipe).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,18 +31,28 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._validation import DataError, ParameterError, ParameterTypeError
+from . import attribution, data, evaluation
+from ._io import to_jsonable
+from ._validation import DataError, ParameterError, ParameterTypeError, check_choice, check_int
 from .data.imageset import ImageSet, as_imageset, check_bounds
+from .evaluation.diffroar import TARGETS
+from .models import ModelSpec
+from .training import Recipe, data_fingerprint, load_run
 
 __all__ = [
     "NPZ_KEYS",
+    "Audit",
     "UserAudit",
     "cli_recipe",
+    "fit_method",
+    "load_audit",
     "load_callable",
     "load_npz",
     "load_user_model",
     "load_weights",
+    "method_settings",
     "open_audit",
+    "run_diffroar",
     "run_user_diffroar",
     "user_audit",
 ]
@@ -154,8 +167,75 @@ def load_npz(path: str | Path, caller: str = "gradaudit") -> tuple[ImageSet, Ima
 
 
 @dataclass(frozen=True)
+class Audit:
+    """A finished training run, with what is needed to reload its data.
+
+    Attributes:
+        run: The run directory.
+        model: The trained model (eval mode, on ``device``).
+        info: The run's ``run.json`` (spec, recipe, data name and fingerprint, history).
+        device: Where the model lives.
+        data_root: The data root (None: ``$GRADAUDIT_DATA``).
+    """
+
+    run: Path
+    model: nn.Module
+    info: Mapping[str, Any]
+    device: str
+    data_root: Path | None
+
+    @property
+    def dataset(self) -> str:
+        return str(self.info["data"]["name"])
+
+    @property
+    def data_seed(self) -> int:
+        """The seed the run's data were drawn with (BlockMNIST placement, synthetic draws):
+        ``gradaudit train`` loads its data with the recipe's seed."""
+        return int(self.info["recipe"].get("seed", 0))
+
+    def load(self, split: str, n: int | None = None, caller: str = "gradaudit") -> ImageSet:
+        """The run's dataset ``split`` (its first ``n`` images if given), on the CPU."""
+        if n is not None:
+            check_int(n, "n", caller, 1)
+        images = data.load(self.dataset, split, root=self.data_root, seed=self.data_seed)
+        return images if n is None else images.subset(slice(0, n))
+
+    def trained_on(self, train: ImageSet) -> bool:
+        """Whether ``train`` (a whole train split) is the data the run was fitted on."""
+        return self.info["data"].get("fingerprint") == data_fingerprint(train)
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec(**self.info["spec"])
+
+    @property
+    def recipe(self) -> Recipe:
+        return Recipe(**self.info["recipe"])
+
+    def retraining(self) -> dict[str, Any]:
+        """How DiffROAR retrains this model: the run's architecture and recipe."""
+        return {"spec": self.spec, "recipe": self.recipe}
+
+    def describe(self) -> dict[str, Any]:
+        return {"run": str(self.run.resolve()), "dataset": self.dataset, "data_seed": self.data_seed}
+
+
+def load_audit(run: Path, data_root: Path | None, device: str) -> Audit:
+    """Load a run directory written by ``gradaudit train`` (or ``training.fit(spec=...)``).
+
+    Raises:
+        ParameterError: ``run`` is not a finished run, or its run.json names no dataset.
+    """
+    model, info = load_run(run, device=device)
+    if not isinstance(info.get("data"), Mapping) or not info["data"].get("name"):
+        raise ParameterError(f"The run {run} records no dataset name in run.json; evaluate it with the library instead.")
+    return Audit(Path(run), model, info, device, data_root)
+
+
+@dataclass(frozen=True)
 class UserAudit:
-    """A user's model and ``.npz`` data, in the shape of ``_cli_support.Audit``."""
+    """A user's model and ``.npz`` data, in the shape of :class:`Audit`."""
 
     model: nn.Module
     make_model: Callable[[], nn.Module]
@@ -180,8 +260,6 @@ class UserAudit:
         return self.data.parent
 
     def load(self, split: str, n: int | None = None, caller: str = "gradaudit") -> ImageSet:
-        from ._validation import check_int
-
         images = self.splits[0] if split == "train" else self.splits[1]
         if n is not None:
             check_int(n, "n", caller, 1)
@@ -189,6 +267,11 @@ class UserAudit:
 
     def trained_on(self, train: ImageSet) -> bool:
         return True
+
+    def retraining(self) -> dict[str, Any]:
+        """How DiffROAR retrains this model: fresh ones from ``--model``'s factory (the
+        training code, ``train_fn`` or a recipe, is given with it)."""
+        return {"make_model": self.make_model}
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.factory, "weights": None if self.weights is None else str(self.weights.resolve()),
@@ -198,13 +281,11 @@ class UserAudit:
 
 def open_audit(run: Path | None, model: str | None, weights: Path | None, data: Path | None,
                data_root: Path | None, device: str, caller: str) -> Any:
-    """``_cli_support.load_audit(run)`` for ``--run``, a :class:`UserAudit` for ``--model`` and
+    """:func:`load_audit` of ``run`` for ``--run``, a :class:`UserAudit` for ``--model`` and
     ``--data``; one clear error for any other combination."""
     user = user_audit(run, model, weights, data, device, caller)
     if user is not None:
         return user
-    from ._cli_support import load_audit
-
     return load_audit(run, data_root, device)  # type: ignore[arg-type]
 
 
@@ -226,36 +307,72 @@ def user_audit(run: Path | None, model: str | None, weights: Path | None, data: 
                      {"data": {"name": Path(data).stem}, "model": model})
 
 
-def run_user_diffroar(audit: UserAudit, method: str, given: Mapping[str, Any], *, train_fn: str | None,
-                      recipe: Any, n_train: int | None, n_test: int | None, fit_n: int, folder: Path,
-                      device: str, quiet: bool, **kw: Any) -> tuple[Any, dict[str, Any]]:
-    """``evaluation.diffroar`` of ``method`` on the user's model and data (``make_model`` from
-    ``--model``; ``train_fn`` from ``--train-fn``, else ``recipe``), resumable in
-    ``folder/retrains``; arguments are checked on one image before any work."""
-    from . import evaluation
-    from ._cli_support import fit_method, method_settings
-    from ._validation import check_int
-    from .evaluation.retrain_setup import check_arguments
+def fit_method(audit: Audit, method: str, given: Mapping[str, Any], *, fit_n: int, seed: int,
+               train: ImageSet | None = None) -> tuple[dict[str, Any], list[str]]:
+    """(every option of ``method`` to pass on, names of the fitted ones).
 
+    Options that ``method`` requires and were not given (patterns, reference set), and the
+    data mean for ``baseline=mean``, are fitted with ``attribution.fit_options`` on the first
+    ``fit_n`` training images (``train`` if given, else the run's train split).
+    """
+    spec = attribution.get_method(method)
+    missing = any(opt.required and key not in given for key, opt in spec.options.items())
+    if not missing and not (given.get("baseline") == "mean" and "data_mean" not in given):
+        return dict(given), []
+    images = (train if train is not None else audit.load("train")).subset(slice(0, fit_n))
+    fitted = attribution.fit_options(method, audit.model, images.x.to(audit.device), seed=seed)
+    fitted = {k: v for k, v in fitted.items() if k not in given}
+    return {**fitted, **given}, sorted(fitted)
+
+
+def method_settings(method: str, given: Mapping[str, Any], fitted: Sequence[str], target: str,
+                    fit_n: int, n: int) -> dict[str, Any]:
+    """How the attributions were made, as recorded in the result files."""
+    return {"method": method, "method_options": to_jsonable(dict(given)), "fitted_options": list(fitted),
+            "fit_n": fit_n if fitted else None, "target": target, "n_images": n}
+
+
+def run_diffroar(audit: Audit | UserAudit, method: str, given: Mapping[str, Any], *, n_train: int | None,
+                 n_test: int | None, fit_n: int, folder: Path, device: str, quiet: bool,
+                 training: Mapping[str, Any] | None = None, **kw: Any) -> tuple[Any, dict[str, Any]]:
+    """``evaluation.diffroar`` of ``method`` on the audit's data, resumable in ``folder/retrains``.
+
+    The retrains are the audit's (:meth:`Audit.retraining`) with ``training`` added (your
+    own model's ``train_fn`` or recipe). The command's own arguments are checked before the
+    data are loaded; the protocol's options in ``kw`` are the metric registry's resolved
+    ``diffroar`` options (``MetricSpec.resolve``, as the command reads them) and the method's
+    options were checked by ``parse_method_options``, so ``evaluation.diffroar`` is the one
+    check of the whole call. ``kw``: target, levels, seeds, seed, fill, rank, random,
+    mask_only, max_stack. Returns (result, settings to record).
+    """
     caller = "gradaudit diffroar"
     for name, value in (("n_train", n_train), ("n_test", n_test)):
         if value is not None:
             check_int(value, name, caller, 1)
-    fn = load_callable(train_fn, "--train-fn") if train_fn is not None else None
+    check_int(fit_n, "fit_n", caller, 1)
+    check_choice(kw["target"], "target", caller, TARGETS)
+    check_int(kw["seed"], "seed", caller, 0)
     test = audit.load("test", n_test, caller)
-    train = audit.load("train", n_train, caller)
-    one = test.subset(slice(0, 1))
-    training: dict[str, Any] = {"train_fn": fn} if fn is not None else {"recipe": recipe}
-    check_arguments("diffroar()", audit.model, one, one, method=method, attributions=None, spec=None,
-                    method_options=given, engine="auto", make_model=audit.make_model,
-                    **{"recipe": None, **training}, **kw)
-    options, fitted = fit_method(audit, method, given, fit_n=fit_n, seed=kw["seed"], train=train)  # type: ignore[arg-type]
+    full = audit.load("train")
+    train = full if n_train is None else full.subset(slice(0, n_train))
+    options, fitted = fit_method(audit, method, given, fit_n=fit_n, seed=kw["seed"], train=train)
     result = evaluation.diffroar(audit.model, train, test, method=method, method_options=options,
-                                 make_model=audit.make_model, out=folder / "retrains", device=device,
-                                 quiet=quiet, **training, **kw)
+                                 out=folder / "retrains", device=device, quiet=quiet,
+                                 **audit.retraining(), **(training or {}), **kw)
     settings = method_settings(method, given, fitted, kw["target"], fit_n, len(test))
-    settings.update(n_test=settings.pop("n_images"), n_train=len(train), train_fn=train_fn,
-                    recipe=None if fn is not None else recipe.model_dump(mode="json"))
+    settings.update(n_test=settings.pop("n_images"), n_train=len(train), train_is_run_data=audit.trained_on(full))
+    return result, settings
+
+
+def run_user_diffroar(audit: UserAudit, method: str, given: Mapping[str, Any], *, train_fn: str | None,
+                      recipe: Any, **kw: Any) -> tuple[Any, dict[str, Any]]:
+    """:func:`run_diffroar` on your own model and data: retrains from ``make_model``
+    (``--model``) trained by ``train_fn`` (``--train-fn``), else by ``recipe``."""
+    fn = load_callable(train_fn, "--train-fn") if train_fn is not None else None
+    result, settings = run_diffroar(audit, method, given, training={"train_fn": fn} if fn is not None
+                                    else {"recipe": recipe}, **kw)
+    del settings["train_is_run_data"]  # (always: the data are the model's own)
+    settings.update(train_fn=train_fn, recipe=None if fn is not None else recipe.model_dump(mode="json"))
     return result, settings
 
 
