@@ -199,11 +199,14 @@ def road(
                 pos = positions[i : i + batch_size].to(dev)
                 keep = torch.cat([_keep(pos, k, o) for o in orders])
                 xs = fill_masked(xb.repeat(len(orders), 1, 1, 1), keep, fill, mean=mean, noise=0.0)
+                if draws is not None or box is not None:
+                    # 0/1 float mask: bool where() is slow on the CPU for random masks
+                    kept = keep.view(torch.uint8).to(xs.dtype)
                 if draws is not None:
                     extra = torch.cat([dr[i : i + batch_size] for dr in draws]).to(dev, xs.dtype)
-                    xs = torch.where(keep, xs, xs + noise * extra)
-                if box is not None:
-                    xs = torch.where(keep, xs, xs.clamp(*box))
+                    xs = xs.addcmul_(extra, 1 - kept, value=noise)
+                if box is not None:  # lerp at weight 1 (kept) is xs exactly
+                    xs = torch.lerp(xs.clamp(*box), xs, kept)
                 ok, pr = target_stats(model(xs), y[i : i + batch_size].to(dev).repeat(len(orders)))
                 b = xb.shape[0]
                 correct[:, j] += ok.view(len(orders), b).sum(1).double().cpu()
