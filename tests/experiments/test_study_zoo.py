@@ -41,6 +41,8 @@ def test_every_cell_is_filled_or_not_applicable(zoo_run):
     assert ("ResNet9", "pattern-attribution") in na  # PatternAttribution needs a plain feed-forward net
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "Leaderboard" in html and "Do the metrics agree?" in html
+    assert "blockmnist: attributions of every method" in html  # grids of the data with block masks
+    assert "fmnist: attributions" not in html
 
 
 def test_random_attribution_diffroar_is_near_zero(zoo_run):

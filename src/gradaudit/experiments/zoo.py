@@ -223,13 +223,13 @@ def run(cfg: ZooConfig, ctx: Context) -> dict[str, Any]:
             if request is not None:
                 requests.append((row, request))
             if grid and maps is not None:
-                arrays[f"grid/{i}/{method}"] = maps[: cfg.n_grid]
+                arrays[f"grid/{name}/{i}/{method}"] = maps[: cfg.n_grid]
         if grid:
-            arrays["grid/x"] = study_data(ctx, ref)[1].x[: cfg.n_grid]
+            arrays[f"grid/{name}/x"] = study_data(ctx, ref)[1].x[: cfg.n_grid]
     # 3. every cell's DiffROAR (one batch for the executor)
     for (row, _), d in zip(requests, diffroar_results(ctx, [r for _, r in requests]), strict=True):
         _add_diffroar(row, d)
-    if arrays:  # BlockMNIST grids only (safetensors cannot hold an empty file)
+    if arrays:  # grids of the block-mask data only (safetensors cannot hold an empty file)
         save_arrays(ctx, arrays)
     models = [{"dataset": name, "model": tm.label, **tm.summary} for (name, _, _), tm in zip(wanted, trained, strict=True)]
     return {"models": models, "cells": rows, "findings": zoo_findings(rows)}

@@ -192,14 +192,18 @@ def _heatmaps(r: Report, cells: Sequence[Mapping[str, Any]], metric_cols: Sequen
 
 
 def _grids(r: Report, cfg: Mapping[str, Any], ctx: Any) -> None:
+    """Each method's maps of the first test images of every dataset with block masks (the
+    grids the study saved), the dotted line between the two stacked blocks."""
     arrays = load_arrays(ctx)
-    if "grid/x" not in arrays:
-        return
-    r.section("BlockMNIST attributions of every method")
-    for i, m in enumerate(cfg["blockmnist"]["models"]):
-        maps = {k.split("/", 2)[2]: v for k, v in arrays.items() if k.startswith(f"grid/{i}/")}
-        if maps:
-            r.figure(plots.attribution_grid(arrays["grid/x"], maps, boundary=28, transpose=True),
-                     f"{m['label']}: the same {arrays['grid/x'].shape[0]} BlockMNIST test images and each method's "
-                     "attribution; the dotted line is the block boundary, so mass below or above it on the "
-                     "digit-free block is leakage.")
+    for name in cfg["datasets"]:
+        x = arrays.get(f"grid/{name}/x")
+        if x is None:
+            continue
+        r.section(f"{name}: attributions of every method")
+        for i, m in enumerate(cfg[name]["models"]):
+            maps = {k.split("/", 3)[3]: v for k, v in arrays.items() if k.startswith(f"grid/{name}/{i}/")}
+            if maps:
+                r.figure(plots.attribution_grid(x, maps, boundary=x.shape[-2] // 2, transpose=True),
+                         f"{m['label']}: the same {x.shape[0]} {name} test images and each method's "
+                         "attribution; the dotted line is the block boundary, so mass below or above it on the "
+                         "digit-free block is leakage.")
