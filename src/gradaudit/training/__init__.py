@@ -1,6 +1,7 @@
 """Training: one fit loop for every recipe, PGD attacks, regularizers, stacked ensembles."""
 
-from .attacks import eval_mode, pgd, robust_accuracy
+from .._torch_utils import eval_mode
+from .attacks import pgd, robust_accuracy
 from .ensemble import Member, StackedFit, fit_stacked
 from .fit import FitResult, data_fingerprint, fit, load_run, make_optimizer
 from .metrics import accuracy, predict

@@ -37,10 +37,11 @@ from torch import nn
 from .._io import read_json, write_json
 from .._progress import log_step, progress, show_progress
 from .._provenance import provenance
+from .._torch_utils import eval_mode
 from .._validation import DataError, ParameterError, ParameterTypeError
 from ..data.imageset import ImageSet, as_imageset
 from ..runs.store import check_same
-from .attacks import eval_mode, pgd
+from .attacks import pgd
 from .augment import augment_batch
 from .checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from .metrics import accuracy
