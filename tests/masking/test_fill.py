@@ -141,6 +141,22 @@ def test_zero_and_mean_fills() -> None:
     assert set(FILLS) == {"zero", "mean", "nli"}
 
 
+def test_bounds_clamp_filled_coordinates_only_and_exactly() -> None:
+    g = torch.Generator().manual_seed(8)
+    x = torch.rand(3, 2, 6, 5, generator=g) * 3 - 1  # values in [-1, 2], outside the box
+    keep = torch.rand(3, 1, 6, 5, generator=g) > 0.5
+    k = keep.expand_as(x)
+    for fill, kwargs in (("zero", {}), ("mean", {"mean": torch.tensor([-0.5, 1.5])}),
+                         ("nli", {"noise": 0.5, "generator": torch.Generator().manual_seed(2)})):
+        free = fill_masked(x, keep, fill, **kwargs)
+        if fill == "nli":
+            kwargs["generator"] = torch.Generator().manual_seed(2)
+        boxed = fill_masked(x, keep, fill, bounds=(0.2, 0.8), **kwargs)
+        assert torch.equal(boxed[k], x[k])  # kept coordinates untouched, even outside the box
+        assert torch.equal(boxed[~k], free[~k].clamp(0.2, 0.8))
+        assert ((free[~k] < 0.2) | (free[~k] > 0.8)).any()  # the clamp had work to do
+
+
 def test_bad_fill_arguments_raise() -> None:
     x = torch.rand(2, 1, 5, 5)
     keep = torch.rand(2, 1, 5, 5) > 0.5
