@@ -15,8 +15,9 @@ median of --repeats runs.
 
 Models: the project's MLP 784-256-256-10 and its small CNN, each trained one short epoch.
 Both sides run one forward per step per batch; gradaudit's run with the convolution weights
-channels-last (oneDNN's fast CPU layout; ``attribution._core.fast_layout``), which is most
-of its lead on the CNN, where the forwards are most of the time.
+channels-last (oneDNN's fast CPU layout; ``attribution._core.fast_layout``) and through
+``attribution._fastpath`` (max-pool before ReLU, channels-last max-pools), which is most of
+its lead on the CNN, where the forwards are most of the time.
 
 Usage: python bench/perturb_vs_quantus.py [--n 256] [--repeats 5] [--threads 1] [--small]
 (``--small``: 4 images, 256 training images, 7× larger steps, one timing; a smoke test, not a measurement)

@@ -85,6 +85,30 @@ def test_pixel_perturbation_equals_quantus_pixel_flipping(order: str) -> None:
     assert max(abs(o - t) for o, t in zip(ours.curve.probability, theirs.tolist(), strict=True)) < 1e-6
 
 
+def test_pixel_perturbation_of_a_cnn_sees_the_model_and_its_values() -> None:
+    """A plain Sequential CNN runs through attribution._fastpath (pool-then-ReLU, channels-last
+    pools): every image the model would see is scored with the model's own values."""
+    from gradaudit import models
+
+    g = torch.Generator().manual_seed(3)
+    net = models.build("cnn", (1, 16, 16), 10, channels=(4, 8), hidden=16, seed=3).eval()
+    x = torch.rand(20, 1, 16, 16, generator=g)
+    x[:4] = 0.0  # blank images: tied max-pool windows
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    a = torch.randn(x.shape, generator=g)
+    fractions = [0.0, 0.1, 0.25, 0.5, 0.9]
+    recorder = Recorder(net)  # an opaque wrapper: the model's own forward
+    fast = pixel_perturbation(net, x, y, a, fractions=fractions, order="morf")
+    plain = pixel_perturbation(recorder, x, y, a, fractions=fractions, order="morf")
+    assert len(recorder.seen) == len(fractions)
+    assert fast.curve.accuracy == plain.curve.accuracy and fast.curve.accuracy[0] == 1.0
+    assert max(abs(p - q) for p, q in zip(fast.curve.probability, plain.curve.probability, strict=True)) < 1e-12
+    with torch.no_grad():  # the recorded (perturbed) inputs give the same probabilities through the model
+        direct = [float(torch.softmax(net(s).double(), 1).gather(1, y[:, None]).mean()) for s in recorder.seen]
+    assert max(abs(p - q) for p, q in zip(fast.curve.probability, direct, strict=True)) < 1e-6
+
+
 @pytest.mark.parametrize("order", ["lerf", "morf"])
 def test_tied_scores_gradaudit_and_quantus_remove_the_same_pixels_at_every_step(order: str) -> None:
     # Scores with four distinct values over 144 pixels (as |gradient| on a black border):

@@ -143,9 +143,13 @@ def _same_as_layer(m: nn.Conv2d, x: torch.Tensor) -> bool:
         return torch.equal(small_conv(m, head), m(head))
 
 
-def sequential_runner(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+def sequential_runner(model: nn.Module, *, keep_layout: bool = False) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """``run(z)`` equal to ``model(z)`` (see the module docstring), or None if ``model`` is not
-    a plain ``nn.Sequential`` with a layer to speed up."""
+    a plain ``nn.Sequential`` with a layer to speed up.
+
+    With ``keep_layout``, convolutions get channels-last inputs as they come (for forward-only
+    metrics under :func:`~._core.fast_layout`, whose channels-last weights make oneDNN run them
+    channels-last anyway: a layout round trip saved, float rounding as in that layout)."""
     leaves = plain_leaves(model)
     if leaves is None or len(leaves) < 2:
         return None
@@ -176,7 +180,7 @@ def sequential_runner(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor
                     h = small_conv(m, _as(h, torch.contiguous_format))
                     i += 1
                     continue
-            if type(m) not in (nn.ReLU, nn.MaxPool2d):
+            if type(m) not in (nn.ReLU, nn.MaxPool2d) and not (keep_layout and type(m) is nn.Conv2d):
                 h = _as(h, torch.contiguous_format)
             h = m(h)
             i += 1
