@@ -103,3 +103,26 @@ def test_the_cli_commands_are_the_metric_registry() -> None:
                     shown = ",".join(f"{v:g}" for v in default) if isinstance(default, tuple | list) else str(default)
                     assert p.default == shown, (name, key)
     assert not {"roar", "kar", "gan-test"} & set(commands)
+
+
+def test_every_register_function_refuses_a_taken_name_unless_replace() -> None:
+    """data.registry.register, attribution.register, evaluation's register and the studies' register
+    share the registry's refusal and its ``replace=True``."""
+    from gradaudit.data import registry as data_registry
+    from gradaudit.evaluation import registry as metric_registry
+    from gradaudit.experiments import base
+
+    loader = data.DATASETS["mnist"]
+    method = attribution.get_method("grad")
+    metric = evaluation.get_metric("leakage")
+    study = experiments.STUDIES["zoo"]
+    cases = [
+        (lambda replace: data_registry.register("mnist", replace=replace)(loader), data.DATASETS, "mnist", loader),
+        (lambda replace: attribution.register(method, replace=replace), attribution.METHODS, "grad", method),
+        (lambda replace: metric_registry.register(metric, replace=replace), evaluation.METRICS, "leakage", metric),
+        (lambda replace: base.register(study, replace=replace), experiments.STUDIES, "zoo", study),
+    ]
+    for add, reg, name, entry in cases:
+        with pytest.raises(ParameterError, match=rf"named '{name}' is already registered"):
+            add(False)
+        assert add(True) is entry and reg[name] is entry

@@ -19,10 +19,10 @@ DATASETS: Registry[Loader] = Registry("dataset")
 SPLITS = ("train", "test")
 
 
-def register(name: str) -> Callable[[Loader], Loader]:
+def register(name: str, *, replace: bool = False) -> Callable[[Loader], Loader]:
     """Register ``fn(split, root, seed, **options) -> ImageSet`` under ``name`` (a taken
-    name is refused)."""
-    return DATASETS.register(name)
+    name is refused unless ``replace``)."""
+    return DATASETS.register(name, replace=replace)
 
 
 def data_root(root: str | os.PathLike[str] | None = None) -> Path:

@@ -92,10 +92,10 @@ class Study:
 STUDIES: Registry[Study] = Registry("study")
 
 
-def register(study: Study) -> Study:
+def register(study: Study, *, replace: bool = False) -> Study:
     """Add a study to the registry (done by each study module at import); a taken name is
-    refused."""
-    return STUDIES.add(study.name, study)
+    refused unless ``replace``."""
+    return STUDIES.add(study.name, study, replace=replace)
 
 
 def get_study(name: str) -> Study:
