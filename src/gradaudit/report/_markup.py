@@ -18,7 +18,7 @@ from typing import Any
 from .._io import to_jsonable
 from .._validation import ParameterError, ParameterTypeError, check_choice, unknown_name
 
-__all__ = ["CSS", "JS", "escape", "human_header", "inline", "plain", "slugify", "table_html"]
+__all__ = ["CSS", "JS", "escape", "formatter", "human_header", "inline", "plain", "slugify", "table_html"]
 
 MISSING = "n/a"
 
