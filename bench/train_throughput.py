@@ -29,6 +29,16 @@ Each reports the median wall time per step, the CPU time (user + sys) per step a
 page faults per step; ratios are default/case (> 1: the case is faster). On a shared machine
 the CPU time and the page faults are the robust columns: wall time moves with the neighbours.
 
+Part 3, stacked engines (``--stacked``, which runs this part alone): ``fit_stacked`` of ``--members`` models, one epoch
+each, by every engine that can train the model family (mlp: "bmm", "vmap"; cnn and resnet:
+"vmap") against ``engine="loop"`` (one ``training.fit`` after another), run alternately in
+one process on ``--device``, median of ``--repeats`` after a warm-up. The ratio is
+loop/stacked (> 1: stacking pays); a stacked engine is recorded only when it is ``--margin``
+(1.05) times faster than the loop. ``--record`` writes, per family, the fastest engine with
+its ratio, the date, the machine and the command into ``gradaudit/training/engine_table.json``
+under the device type: the table ``fit_stacked(engine="auto")`` reads. Only the families
+measured are replaced.
+
 On a machine shared with other jobs, run it with ``OMP_WAIT_POLICY=PASSIVE``: with the default
 (spinning) OpenMP threads, a 2-thread step measured 30–50× slower than with passive waiting
 there, because each parallel region waits for a thread that lost its core.
@@ -36,6 +46,8 @@ there, because each parallel region waits for a thread that lost its core.
 Usage:
     python bench/train_throughput.py [--repeats 5] [--rounds 3] [--threads N] [--small]
         [--skip-throughput] [--skip-mnist] [--skip-cifar] [--skip-allocator]
+        [--stacked [--members 4] [--families mlp,cnn,resnet] [--device cpu|cuda] [--record]
+         [--table PATH] [--note TEXT]]
 """
 
 from __future__ import annotations
@@ -232,6 +244,77 @@ def cifar_throughput(cpu: dict[str, object], repeats: int, scale: float) -> None
     run_cases(cpu, repeats, (3, 32, 32), cases)
 
 
+# ----------------------------------------------------------------------------- part 3
+# Per family: label, model, build options, input shape, rows (before --small), engines to try.
+STACKED_CASES = {
+    "mlp": ("mlp 784-256-256-10", "mlp", {}, (1, 28, 28), 4_096, ("bmm", "vmap")),
+    "cnn": ("cnn conv32-conv64-fc128", "cnn", {}, (1, 28, 28), 1_024, ("vmap",)),
+    "resnet": ("resnet9 w16 pool2", "resnet9", {"width": 16, "stem_pool": 2}, (3, 32, 32), 512, ("vmap",)),
+}
+
+
+def stacked_engines(families: list[str], members: int, repeats: int, scale: float, device: str,
+                    record: Path | None, note: str = "", margin: float = 1.05) -> None:
+    """Part 3: the stacked engines against one fit after another; ``record``: the engine
+    table to write the measurements into. A stacked engine is chosen only when it beats the
+    loop by ``margin`` (timings on a shared machine move by a few percent)."""
+    from gradaudit.training.ensemble import Member, fit_stacked
+
+    dev = torch.device(device)
+    print(f"\n## stacked engines: fit_stacked of {members} members x 1 epoch, batch {BATCH}, on {dev.type}; "
+          "ratio = loop / stacked (> 1: stacking pays)")
+    print(f"{'family':<8}{'case':<26}{'rows':>7}{'loop s':>9}  {'engine':<6}{'stacked s':>10}{'ratio':>8}")
+    g = torch.Generator().manual_seed(0)
+    found: dict[str, dict[str, object]] = {}
+    ms = [Member(init_seed=i, data_seed=100 + i) for i in range(members)]
+    for family in families:
+        label, name, options, shape, rows, engines = STACKED_CASES[family]
+        n = max(BATCH, int(rows * scale))
+        train = data.ImageSet(torch.rand(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g),
+                              {"name": "bench", "classes": list(range(10))})
+        spec = models.ModelSpec(name=name, input_shape=shape, num_classes=10, options=options)
+        recipe = training.Recipe(epochs=1, batch_size=BATCH, lr=0.01, momentum=0.9)
+        times: dict[str, list[float]] = {e: [] for e in ("loop", *engines)}
+        for r in range(repeats + 1):  # alternately; the first round warms up
+            for engine in times:
+                t0 = time.perf_counter()
+                fit_stacked(spec, train, recipe, ms, engine=engine, device=dev, quiet=True)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                if r:
+                    times[engine].append(time.perf_counter() - t0)
+        loop = statistics.median(times["loop"])
+        best, best_s = "loop", loop
+        for engine in engines:
+            t = statistics.median(times[engine])
+            print(f"{family:<8}{label:<26}{n:>7}{loop:>9.2f}  {engine:<6}{t:>10.2f}{loop / t:>8.2f}", flush=True)
+            if t * margin < loop and t < best_s:
+                best, best_s = engine, t
+        found[family] = {"engine": best, "ratio": round(loop / best_s, 3), "margin": margin,
+                         "measured": {e: round(statistics.median(t), 4) for e, t in times.items()},
+                         "case": f"{label}, {members} members x {n} rows x 1 epoch, batch {BATCH}",
+                         "date": time.strftime("%Y-%m-%d", time.gmtime()), "machine": machine(dev),
+                         "threads": torch.get_num_threads(), "torch": torch.__version__,
+                         "command": " ".join(["python", *sys.argv]), **({"note": note} if note else {})}
+        print(f"{family:<8}-> {best}" + (f" (loop/{best} {loop / best_s:.2f})" if best != "loop"
+                                         else f" (no stacked engine beats it by {margin:g}x)"))
+    if record is not None:
+        table = json.loads(record.read_text()) if record.exists() else {}
+        table.setdefault(dev.type, {}).update(found)
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(json.dumps(table, indent=2) + "\n")
+        tmp.replace(record)  # atomic: a killed run leaves the old table
+        print(f"# recorded {', '.join(found)} for {dev.type} in {record}")
+
+
+def machine(dev: torch.device) -> str:
+    """The device's name: the GPU's, or the CPU model and the cores this process may use."""
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    cpu = cpu_info()
+    return f"{cpu['model']} ({cpu['cores']} usable cores, load avg {os.getloadavg()[0]:.1f})"
+
+
 # ----------------------------------------------------------------------------- part 2
 def child(mode: str, repeats: int) -> None:
     """Run the large-batch workloads in this process; print one JSON line of measurements."""
@@ -335,13 +418,38 @@ def main() -> None:
     parser.add_argument("--skip-mnist", action="store_true", help="no MNIST-shaped rows")
     parser.add_argument("--skip-cifar", action="store_true", help="no CIFAR-10 ResNet rows")
     parser.add_argument("--small", action="store_true", help="a quarter of the rows per case (a quick look)")
+    parser.add_argument("--stacked", action="store_true", help="part 3: stacked engines against the loop")
+    parser.add_argument("--members", type=int, default=4, help="members per stacked run (--stacked)")
+    parser.add_argument("--families", default="mlp,cnn,resnet", help="model families (--stacked)")
+    parser.add_argument("--device", default="cpu", help="device of the stacked runs (--stacked)")
+    parser.add_argument("--record", action="store_true",
+                        help="write the fastest engine per family into the engine table (--table)")
+    parser.add_argument("--table", type=Path, default=None,
+                        help="the engine table --record writes (default: the package's engine_table.json)")
+    parser.add_argument("--margin", type=float, default=1.05,
+                        help="how much faster than the loop a stacked engine must be to be recorded")
+    parser.add_argument("--note", default="", help="a remark recorded with the entries (e.g. a shared core)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    families = [f for f in args.families.split(",") if f]
+    if args.stacked and (not families or any(f not in STACKED_CASES for f in families)):
+        parser.error(f"--families takes a comma-separated list of {', '.join(STACKED_CASES)}; got {args.families!r}")
+    if args.record and not args.stacked:
+        parser.error("--record writes the measurements of --stacked: add --stacked")
+    if args.stacked and args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda: this machine has no CUDA device")
     torch.set_num_threads(args.threads)
     if args.child is not None:
         child(args.child, args.repeats)
         return
     cpu = header(args.threads)
+    if args.stacked:  # part 3 alone
+        from gradaudit.training.stacked_vmap import ENGINE_TABLE
+
+        table = (args.table or ENGINE_TABLE) if args.record else None
+        stacked_engines(families, args.members, args.repeats, 0.25 if args.small else 1.0, args.device,
+                        table, args.note, args.margin)
+        return
     if not args.skip_throughput:
         print(f"# allocator for part 1: tune_malloc() -> {tune_malloc()} (as the CLI's start-up)")
         scale = 0.25 if args.small else 1.0

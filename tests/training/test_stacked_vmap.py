@@ -3,6 +3,12 @@ engine="auto" follows the measured engine table."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -104,3 +110,41 @@ def test_auto_follows_the_engine_table(monkeypatch: pytest.MonkeyPatch) -> None:
     resnet = CASES["resnet9"][0]
     assert stacked_vmap.model_family(resnet, False) == "resnet"
     assert stacked_vmap.auto_engine(resnet, False, recipe, members, torch.device("cpu"), {}) == "loop"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
+def test_vmap_on_cuda_matches_cpu() -> None:
+    spec, recipe = CASES["resnet9"]
+    train = _cifar_like(60, 16, 0)
+    members = [Member(init_seed=10 + i, data_seed=i) for i in range(3)]
+    cpu = fit_stacked(spec, train, recipe, members, engine="vmap", quiet=True)
+    gpu = fit_stacked(spec, train, recipe, members, engine="vmap", quiet=True, device="cuda")
+    for a, b in zip(cpu.models, gpu.models, strict=True):
+        for key, value in _state(a).items():
+            torch.testing.assert_close(_state(b)[key], value, rtol=1e-3, atol=1e-4, msg=key)
+
+
+@pytest.mark.slow
+def test_benchmark_records_the_engine_table(tmp_path: Path) -> None:
+    """bench/train_throughput.py --stacked --record writes the fastest engine per family (the
+    loop unless a stacked engine beats it by the margin) into a table that auto reads."""
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({"cuda": {"cnn": {"engine": "vmap"}}}))  # other devices are kept
+    script = Path(__file__).resolve().parents[2] / "bench" / "train_throughput.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--stacked", "--small", "--families", "mlp,cnn", "--members", "2",
+         "--repeats", "1", "--threads", "1", "--record", "--table", str(table), "--note", "test"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    written = stacked_vmap.engine_table(table)
+    assert written["cuda"] == {"cnn": {"engine": "vmap"}}
+    for family, engines in (("mlp", {"loop", "bmm", "vmap"}), ("cnn", {"loop", "vmap"})):
+        entry = written["cpu"][family]
+        assert set(entry["measured"]) == engines and entry["note"] == "test"
+        loop, fastest = entry["measured"]["loop"], min(entry["measured"], key=entry["measured"].get)
+        want = fastest if entry["measured"][fastest] * entry["margin"] < loop else "loop"
+        assert entry["engine"] == want
+        assert entry["ratio"] == pytest.approx(loop / entry["measured"][want], rel=1e-2)
+    spec = CASES["cnn"][0]
+    chosen = stacked_vmap.auto_engine(spec, False, CASES["cnn"][1], [Member(0, 0)], torch.device("cpu"), written)
+    assert chosen == written["cpu"]["cnn"]["engine"]

@@ -25,10 +25,16 @@ Engines (chosen by measurement on a 2-core AVX2 CPU, see ``bench/diffroar_fmnist
       lets MKL split one product across threads and rounds differently: the two then agree
       to float rounding (chaotic growth can leave accuracies a few 1e-4 apart after an
       epoch at lr 0.1).
-    * ``"loop"``: any other model (CNNs, ResNets with BatchNorm) trains one member after
-      another through :func:`fit` itself. vmap-stacking small CNNs measured 1.0× here, and
-      BatchNorm under ``vmap`` needs per-member buffers, so there is nothing to gain.
-    * ``"auto"`` (default): ``"bmm"`` when the model qualifies, else ``"loop"``.
+    * ``"loop"``: any model (CNNs, ResNets with BatchNorm) trains one member after
+      another through :func:`fit` itself.
+    * ``"vmap"``: CNNs and ResNets as one stack (``torch.func`` ``vmap`` over the members,
+      per-member BatchNorm buffers; :mod:`~gradaudit.training.stacked_vmap`), each member
+      equal to ``fit`` to float rounding; standard recipes. On a CPU it measured slower than
+      ``"loop"`` (0.6× for the small CNN, 0.44× for a ResNet9, one thread). It is meant for GPUs, where one small model leaves the
+      card idle; not measured on one yet (the table has no cuda entry: "auto" keeps "loop").
+    * ``"auto"`` (default): the engine that ``training/engine_table.json`` records as fastest
+      for the device type and model family (``bench/train_throughput.py --stacked --record``);
+      without an entry, ``"bmm"`` when the model qualifies, else ``"loop"``.
 
 Adversarial training stacks too: a member's ``attack`` overrides (norm, eps, step) give it
 its own threat model, and the bmm engine runs PGD for all attacked members at once

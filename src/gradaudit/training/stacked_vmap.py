@@ -31,7 +31,9 @@ Source: the "Model ensembling" recipe of the torch.func documentation
 
 :func:`auto_engine` chooses the engine of ``fit_stacked(engine="auto")`` from the measured
 table ``engine_table.json`` (per device type and model family; written by
-``bench/train_throughput.py --stacked --record``).
+``bench/train_throughput.py --stacked --record``). On a CPU (one thread, 4 members, one
+epoch) the vmap engine measured 0.60× the loop for the small CNN and 0.44× for a ResNet9
+(width 16), so the CPU entries keep ``"loop"``; there is no GPU entry yet.
 """
 
 from __future__ import annotations
