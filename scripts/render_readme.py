@@ -15,6 +15,8 @@ Usage::
     python scripts/render_readme.py --import runs/main --note "quiet machine"
         # copy runs/main/results.json (+ synthetic/, blockmnist/) into docs/results/ and the
         # figures the README shows into docs/figures/, then render
+    python scripts/render_readme.py --import-study cifar10-cpu=runs/cifar10-cpu --note "..."
+        # copy one study run's results.json to docs/results/cifar10-cpu.json, then render
 
 ``tests/test_readme_numbers.py`` re-renders in memory and fails when the README and the
 files disagree, and checks that every number in a rendered block is a value of the files.
@@ -201,8 +203,12 @@ def _revision(rec: Mapping[str, Any]) -> str:
 
 
 def _run_provenance(rec: Mapping[str, Any]) -> str:
-    """Wall time and revision of a committed study run, and what its file does not record."""
+    """Wall time, date and revision of a committed study run, and what its file does not record."""
     wall = f"{duration(rec['wall_time_s'])}, " if "wall_time_s" in rec else "no wall time recorded, "
+    if "copied" in rec:  # imported with --import-study: when, where and under what load
+        copied = rec["copied"]
+        return (f"{wall}{copied['results_written'][:10]}, {_revision(rec)}, {copied.get('cores', '?')}-core "
+                f"{copied.get('cpu', 'unknown CPU')}{_note(rec)}")
     return f"{wall}{_revision(rec)}; the file records no date, machine or load"
 
 
@@ -210,12 +216,16 @@ def _first_below_one(levels: list[float]) -> int:
     return next((i for i, lv in enumerate(levels) if lv < 1), 0)
 
 
+def _cifar10_run(rec: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any],
+                                                   Mapping[str, Any]]:
+    """(results, config, first model's config, DiffROAR curves of the first target) of a cifar10 run."""
+    r, cfg = rec["results"], rec["config"]
+    return r, cfg, cfg["models"][0], r["diffroar"][cfg["targets"][0]]
+
+
 def block_cifar10_quick(extra: Mapping[str, Mapping[str, Any]]) -> str:
     rec = extra["cifar10-quick"]
-    r, cfg = rec["results"], rec["config"]
-    first = cfg["models"][0]
-    target = cfg["targets"][0]
-    curves = r["diffroar"][target]
+    r, cfg, first, curves = _cifar10_run(rec)
     lines = [f"**CIFAR-10, quick** (`gradaudit run {rec['study']}{' --quick' if rec['quick'] else ''}` on the real "
              f"CIFAR-10 files; {_run_provenance(rec)}; the file holds the merged config, not the command line): "
              f"{cfg['n_train']:,} training and {cfg['n_test']:,} test images, ResNet9 of width "
@@ -258,6 +268,52 @@ def block_cifar10_quick(extra: Mapping[str, Mapping[str, Any]]) -> str:
             text += "; " + ("the ordering survives the subtraction." if after == ranked
                             else "the ordering does not survive the subtraction.")
         lines.append(text + " A quick run: small models and few images, far from the paper's size.")
+    return "\n".join(lines) + "\n"
+
+
+def block_cifar10_cpu(extra: Mapping[str, Mapping[str, Any]]) -> str:
+    rec = extra["cifar10-cpu"]
+    r, cfg, first, curves = _cifar10_run(rec)
+    levels = next(iter(curves.values()))["levels"]
+    n_model = cfg.get("n_model_train") or cfg["n_train"]
+    lines = [f"**CIFAR-10, CPU config** (`gradaudit run cifar10 --config configs/cifar10-cpu.yaml` on the real "
+             f"CIFAR-10 files; {_run_provenance(rec)}): ResNet9 of width {first['model_options']['width']} trained on "
+             f"{n_model:,} images; DiffROAR of input gradients (target: the true label) on {cfg['n_train']:,} "
+             f"training and {cfg['n_test']:,} test images, {cfg['diffroar']['seeds']} retraining seeds, "
+             f"{cfg['diffroar']['fill']} fill; mean ± std over the seeds.", "",
+             "| model | test acc. | " + " | ".join(f"DiffROAR k = {pct(lv)}" for lv in levels)
+             + " | random, k = " + pct(levels[0]) + " | DiffROAR − mask-only, k = " + pct(levels[0]) + " | ROAD gap |",
+             "|---|---|" + "---|" * (len(levels) + 3)]
+    acc = {m["model"]: m["test_accuracy"] for m in r["models"]}
+    small = {}
+    for label, d in curves.items():
+        att = d["curves"]["attribution"]["diffroar"]
+        cells = [f"{signed(m)} ± {sd:.3f}" if sd is not None else signed(m)
+                 for m, sd in zip(att["mean"], att["std"], strict=True)]
+        rnd = d["curves"].get("random", {}).get("diffroar", {}).get("mean")
+        leak = d.get("leakage", {}).get("attribution")
+        rest = leak["diffroar_minus_mask_only"]["mean"][0] if leak else None
+        road = r.get("road", {}).get(label)
+        small[label] = (att["mean"][0], rest)
+        lines.append(f"| {label} | {pct(acc[label])} | " + " | ".join(cells) + " | "
+                     f"{signed(rnd[0]) if rnd else 'n/a'} | {signed(rest) if rest is not None else 'n/a'} | "
+                     f"{signed(road['score']) if road else 'n/a'} |")
+    lines.append("")
+    robust = {m["label"] for m in cfg["models"] if m["recipe"].get("attack")}
+    standard = [lab for lab in small if lab not in robust]
+    if robust and standard:
+        std = standard[0]
+        above = sorted(lab for lab in robust if small[lab][0] > small[std][0])
+        text = (f"At k = {pct(levels[0])}, " + (
+            f"{', '.join(above)} {'has' if len(above) == 1 else 'have'} a higher DiffROAR than {std}: in line with"
+            if above else f"no robust model has a higher DiffROAR than {std}: against")
+            + " the paper's claim that robust models' input gradients are more discriminative at small k.")
+        if all(rest is not None for _, rest in small.values()):
+            above_rest = sorted(lab for lab in robust if small[lab][1] > small[std][1])
+            text += (" After subtracting the mask-only DiffROAR (retrains on the keep-mask alone) "
+                     + (f"{', '.join(above_rest)} still {'leads' if len(above_rest) == 1 else 'lead'}."
+                        if above_rest else f"{std} leads."))
+        lines.append(text)
     return "\n".join(lines) + "\n"
 
 
@@ -317,9 +373,9 @@ def block_own_model(extra: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 NEEDS = {"main-timing": ("main",), "synthetic": ("synthetic",), "blockmnist": ("blockmnist",), "studies": (),
-         "cifar10-quick": (), "srinivas": (), "own-model": ()}  # the main job's files a block needs
+         "cifar10-quick": (), "cifar10-cpu": (), "srinivas": (), "own-model": ()}  # the main job's files a block needs
 # blocks rendered from other committed runs, by the files (docs/results/<name>.json) they read
-FILES = {"cifar10-quick": ("cifar10-quick",),
+FILES = {"cifar10-quick": ("cifar10-quick",), "cifar10-cpu": ("cifar10-cpu",),
          "srinivas": tuple(name for name, _ in _SRINIVAS),
          "own-model": ("own_model_example",)}
 
@@ -336,6 +392,7 @@ BLOCKS: dict[str, Callable[[Mapping[str, Mapping[str, Any]]], str]] = {
     "blockmnist": block_blockmnist,
     "studies": block_studies,
     "cifar10-quick": block_cifar10_quick,
+    "cifar10-cpu": block_cifar10_cpu,
     "srinivas": block_srinivas,
     "own-model": block_own_model,
 }
@@ -407,6 +464,23 @@ def import_run(run: Path, note: str | None, folder: Path = RESULTS) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for part in sources.keys() - found.keys():  # never mix a new run with an older one's parts
         (folder / f"{part}.json").unlink(missing_ok=True)
+    _copy(found, note, folder)
+
+
+def import_study(spec: str, note: str | None, folder: Path = RESULTS) -> None:
+    """``NAME=RUN``: copy RUN/results.json to ``folder``/NAME.json, with when and where it was written."""
+    name, sep, run = spec.partition("=")
+    if not sep or not re.fullmatch(r"[a-z0-9_-]+", name):
+        raise SystemExit(f"render_readme: --import-study wants NAME=RUN_FOLDER (e.g. cifar10-cpu=runs/cifar10-cpu), "
+                         f"got {spec!r}")
+    src = Path(run) / "results.json"
+    if not src.is_file():
+        raise SystemExit(f"render_readme: no {src}; run the study first")
+    folder.mkdir(parents=True, exist_ok=True)
+    _copy({name: src}, note, folder)
+
+
+def _copy(found: Mapping[str, Path], note: str | None, folder: Path) -> None:
     for part, src in found.items():
         record = json.loads(src.read_text(encoding="utf-8"))
         written = dt.datetime.fromtimestamp(src.stat().st_mtime, dt.UTC).isoformat(timespec="seconds")
@@ -439,8 +513,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="exit 1 if README.md is not what the files render")
     ap.add_argument("--import", dest="run", type=Path, help="copy this main-job run's results.json files first")
-    ap.add_argument("--note", help="with --import: a note on the measurement (e.g. the machine's load)")
+    ap.add_argument("--import-study", dest="study", metavar="NAME=RUN",
+                    help="copy RUN/results.json (any study's run) to docs/results/NAME.json first")
+    ap.add_argument("--note", help="with --import/--import-study: a note on the measurement (e.g. the machine's load)")
     args = ap.parse_args(argv)
+    if args.study is not None:
+        import_study(args.study, args.note)
+        print(f"copied {args.study.partition('=')[2]}/results.json into {RESULTS.relative_to(ROOT)}")
     if args.run is not None:
         import_run(args.run, args.note)
         print(f"copied results of {args.run} into {RESULTS.relative_to(ROOT)}; figures: "

@@ -187,3 +187,15 @@ def test_every_study_checks_its_config_before_any_job(capsys, tmp_path, study, o
     assert code == 2 and stdout == "", err
     assert err.startswith(f"error: Invalid config of study '{study}': ") and message in err, err
     _assert_no_work(out)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--jobs-per-gpu", "2"), "jobs_per_gpu=2 shares GPUs between Ray tasks"),
+    (("--jobs-per-gpu", "0"), "--jobs-per-gpu must be an int in [1, 1000]. Got 0."),
+], ids=["not-on-ray", "zero"])
+def test_jobs_per_gpu_is_checked_before_any_job(capsys, tmp_path, args, message):
+    out = tmp_path / "study"
+    code, stdout, err = run_cli(capsys, "run", "blockmnist", "--quick", *args, "--out", str(out),
+                                "--data-root", str(tmp_path / "no-data"))
+    assert code == 2 and stdout == "" and message in err and "Traceback" not in err, err
+    _assert_no_work(out)

@@ -662,6 +662,8 @@ def run_cmd(
     out: Annotated[Path | None, typer.Option(help="Study folder (default runs/<study>).")] = None,
     store: Annotated[Path | None, typer.Option(help="Run store shared by studies (default <out>/store).")] = None,
     executor: Annotated[str, typer.Option(help="inprocess, or ray (pip install 'gradaudit\\[ray]').")] = "inprocess",
+    jobs_per_gpu: Annotated[int, typer.Option(help="With --executor ray --device cuda: jobs that share one GPU "
+                                                   "(each asks Ray for 1/k of a GPU).")] = 1,
     data_root: DataRoot = None,
     device: Device = "cpu",
     quiet: Quiet = False,
@@ -683,7 +685,8 @@ def run_cmd(
                    nl=False)
         return
     path = experiments.run_study(name, config=config, overrides=overrides, quick=quick, out=out, store=store,
-                                 device=_device(device), quiet=quiet, data_root=data_root, executor=executor)
+                                 device=_device(device), quiet=quiet, data_root=data_root, executor=executor,
+                                 jobs_per_gpu=jobs_per_gpu)
     typer.echo(f"report: {path}")
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from .._io import read_json, write_json
 from .._provenance import provenance
 from .._registry import Registry
-from .._validation import ParameterError
+from .._validation import ParameterError, check_int
 from ..runs import Executor, InProcessExecutor, RunStore, make_executor
 from .config import StudyConfig, build_config, to_yaml
 
@@ -128,6 +128,7 @@ def run_study(
     quiet: bool = False,
     data_root: str | os.PathLike[str] | None = None,
     executor: str = "inprocess",
+    jobs_per_gpu: int = 1,
 ) -> Path:
     """Run study ``name`` end to end; return the path of its report.html.
 
@@ -136,8 +137,13 @@ def run_study(
     the output and store folders, and the data files the config names (present, md5-correct,
     loadable: they are loaded here, into the cache the study then reads). Jobs go to
     ``store`` (default ``<out>/store``), so a second call with the same config reuses every
-    finished job.
+    finished job. On Ray with a CUDA device every job asks for a GPU, or for ``1 /
+    jobs_per_gpu`` of one: ``jobs_per_gpu`` jobs share a GPU.
     """
+    jobs_per_gpu = check_int(jobs_per_gpu, "jobs_per_gpu", "run_study", 1, 1000)
+    if jobs_per_gpu != 1 and (executor != "ray" or device == "cpu"):
+        raise ParameterError(f"jobs_per_gpu={jobs_per_gpu} shares GPUs between Ray tasks: use it with "
+                             "--executor ray --device cuda (or leave it at 1).")
     study = get_study(name)
     cfg = study_config(name, quick=quick, config=config, overrides=overrides)
     out_dir = Path(out) if out is not None else Path("runs") / name
@@ -148,7 +154,7 @@ def run_study(
     check_data(cfg, str(data_root) if data_root else None)
     # on Ray a job on a CUDA device reserves a GPU (Ray then hands it one; a cluster
     # without GPUs refuses the study before its first job)
-    options = {"gpus_per_job": 1} if executor == "ray" and device != "cpu" else {}
+    options = {"jobs_per_gpu": jobs_per_gpu} if executor == "ray" and device != "cpu" else {}
     with make_executor(executor, **options) as ex:
         ctx = Context(out=out_dir, store=RunStore(store_dir),
                       device=device, quiet=quiet, data_root=Path(data_root) if data_root else None,
