@@ -207,8 +207,9 @@ def _run_provenance(rec: Mapping[str, Any]) -> str:
     wall = f"{duration(rec['wall_time_s'])}, " if "wall_time_s" in rec else "no wall time recorded, "
     if "copied" in rec:  # imported with --import-study: when, where and under what load
         copied = rec["copied"]
+        note = f"; {copied['note']}" if copied.get("note") else ""
         return (f"{wall}{copied['results_written'][:10]}, {_revision(rec)}, {copied.get('cores', '?')}-core "
-                f"{copied.get('cpu', 'unknown CPU')}{_note(rec)}")
+                f"{copied.get('cpu', 'unknown CPU')}{note}")
     return f"{wall}{_revision(rec)}; the file records no date, machine or load"
 
 
@@ -309,10 +310,12 @@ def block_cifar10_cpu(extra: Mapping[str, Mapping[str, Any]]) -> str:
             if above else f"no robust model has a higher DiffROAR than {std}: against")
             + " the paper's claim that robust models' input gradients are more discriminative at small k.")
         if all(rest is not None for _, rest in small.values()):
-            above_rest = sorted(lab for lab in robust if small[lab][1] > small[std][1])
-            text += (" After subtracting the mask-only DiffROAR (retrains on the keep-mask alone) "
-                     + (f"{', '.join(above_rest)} still {'leads' if len(above_rest) == 1 else 'lead'}."
-                        if above_rest else f"{std} leads."))
+            order = sorted(small, key=lambda lab: small[lab][1], reverse=True)
+            text += (" After subtracting the mask-only DiffROAR (models retrained on the keep-mask alone) the "
+                     f"order at k = {pct(levels[0])} is " + ", ".join(order)
+                     + ("; every difference is negative: at this k the keep-mask's shape alone accounts for more "
+                        "than the whole DiffROAR."
+                        if all(rest < 0 for _, rest in small.values()) else "."))
         lines.append(text)
     return "\n".join(lines) + "\n"
 
