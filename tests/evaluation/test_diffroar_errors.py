@@ -47,7 +47,7 @@ CASES = {
     "unknown fill": ({"fill": "median"}, ParameterError, "'fill'"),
     "unknown rank": ({"rank": "channel"}, ParameterError, "'rank'.*channel-sum"),
     "unknown target": ({"target": "true"}, ParameterError, "'target'"),
-    "unknown engine": ({"engine": "vmap"}, ParameterError, "'engine'"),
+    "unknown engine": ({"engine": "grouped"}, ParameterError, "'engine'"),
     "zero max_stack": ({"max_stack": 0}, ParameterError, "'max_stack'"),
     "negative seed": ({"seed": -1}, ParameterError, "'seed'"),
     "unknown precision": ({"precision": "fp16"}, ParameterError, "'precision'"),
