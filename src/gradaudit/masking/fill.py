@@ -106,7 +106,8 @@ def _cg(removed: torch.Tensor, rhs: torch.Tensor, tol: float) -> torch.Tensor:
     grid = _Flat(h, w)
     dtype = rhs.dtype
     rem = grid.inner(removed.to(dtype))  # removed: 1.0 on removed pixels, 0.0 on kept ones
-    diag = grid.inner(_neighbour_sum(torch.ones_like(rhs[:1])) + 1 / 3) * rem
+    # D + 1/3 as one (1, span) row shared by every plane: p is 0 off the removed pixels
+    diag = grid.inner(_neighbour_sum(torch.ones_like(rhs[:1])) + 1 / 3)
     off = rem.div_(12)
     r = grid.inner(rhs)
     u = torch.zeros_like(r)
@@ -126,7 +127,7 @@ def _cg(removed: torch.Tensor, rhs: torch.Tensor, tol: float) -> torch.Tensor:
         if 4 * n_live <= 3 * len(index):  # the frozen planes leave the working set
             result[index[~live]] = u[~live]
             index, u, r, rr, stop = index[live], u[live], r[live], rr[live], stop[live]
-            diag, off, p_full = diag[live], off[live], p_full[live]
+            off, p_full = off[live], p_full[live]
             rows, box, ap = rows[:n_live], box[:n_live], ap[:n_live]
             p, *shifted = grid.stencil_views(p_full, rows)
             live = live[live]
