@@ -220,9 +220,12 @@ class _Stack:
             params += [w.requires_grad_()] + ([] if b is None else [b.requires_grad_()])
         return params
 
-    def forward(self, x: torch.Tensor, sel: torch.Tensor | None = None, frozen: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sel: torch.Tensor | None = None, frozen: bool = False,
+                native: bool = False) -> torch.Tensor:
         """Logits (M, B, classes) of inputs (M, B, ...); ``sel`` runs only those members (x
-        then holds their inputs); ``frozen`` takes no weight gradients (attacks)."""
+        then holds their inputs); ``frozen`` takes no weight gradients (attacks); ``native``
+        uses autograd's own baddbmm (twice differentiable, and its backward computes only
+        the gradients asked for: the regularizers' ∇ₓ pass takes no weight gradient)."""
         j = 0
         for m in self.layers:
             if isinstance(m, nn.Flatten):
@@ -233,7 +236,10 @@ class _Stack:
                     w, b = w.detach(), None if b is None else b.detach()
                 if sel is not None:
                     w, b = w[sel], None if b is None else b[sel]
-                x = _StackedLinear.apply(x, w, b)
+                if native:
+                    x = torch.baddbmm(b, x, w.transpose(1, 2)) if b is not None else torch.bmm(x, w.transpose(1, 2))
+                else:
+                    x = _StackedLinear.apply(x, w, b)
                 j += 1
             else:
                 x = m(x)
@@ -531,7 +537,7 @@ class _StackedRegularizer:
             fy = grad = None
             if self.name in ("gradnorm", "score-matching"):
                 xg = x.clone().requires_grad_(True)
-                fy = _target(stack.forward(xg), y)
+                fy = _target(stack.forward(xg, native=True), y)
                 (grad,) = torch.autograd.grad(fy.sum(), xg, create_graph=True, retain_graph=True)
             if self.name == "gradnorm":
                 value = 0.5 * _sq_norms(grad).mean(1)
@@ -548,15 +554,16 @@ class _StackedRegularizer:
         """:func:`regularizers.hessian_trace_estimate` per member, (M, B)."""
         samples, sigma, antithetic = self.options["samples"], self.options["sigma"], self.options["antithetic"]
         if fy is None:
-            fy = _target(stack.forward(x), y)
+            fy = _target(stack.forward(x, native=True), y)
         total = torch.zeros_like(fy)
         for _ in range(samples):
             v = torch.stack([torch.randn(x.shape[1:], generator=g, device=x.device, dtype=x.dtype)
                              for g in gens]) * sigma
             if antithetic:
-                total = total + _target(stack.forward(x + v), y) + _target(stack.forward(x - v), y) - 2 * fy
+                total = (total + _target(stack.forward(x + v, native=True), y)
+                         + _target(stack.forward(x - v, native=True), y) - 2 * fy)
             else:
-                total = total + 2 * (_target(stack.forward(x + v), y) - fy)
+                total = total + 2 * (_target(stack.forward(x + v, native=True), y) - fy)
         return total / (samples * sigma**2)
 
 
