@@ -13,7 +13,9 @@ the GPU (the fastest a user's own loop gets without extra work), median of ``--r
     the card's dense peak (``--peak-tflops``; default from the device name), for fp32, tf32
     and bf16 (``fit_stacked(precision=...)``);
 (e) the wall time of ``gradaudit run fmnist --device cuda`` at its paper-size default,
-    whole, in a fresh folder (floor: ≤ 5 min on one H100 or H200; ``--skip-run`` skips it).
+    whole, in a fresh folder (floor: ≤ 5 min on one H100 or H200; ``--skip-run`` skips it);
+(f) stacked regularized training: ``fit_stacked`` of 8 softplus MLPs (gradient norm, then
+    score matching, the paper's λ/S/σ/τ; one epoch) against 8 ``training.fit`` calls.
 
 Data: Fashion-MNIST from ``$GRADAUDIT_DATA`` when present, else random images of its shape
 (timings do not depend on the pixel values). On a machine without CUDA it says so and exits 0.
@@ -44,6 +46,7 @@ from gradaudit.models import ModelSpec
 from gradaudit.training import Recipe, fit, lr_at, make_optimizer
 from gradaudit.training.attacks import pgd
 from gradaudit.training.ensemble import Member, fit_stacked
+from gradaudit.training.regularizers import recipe_fields
 
 # Dense peaks in TFLOP/s (fp32 / tf32 / bf16, tensor cores without sparsity), by device name.
 PEAKS = {"H100": (67.0, 494.0, 989.0), "H200": (67.0, 494.0, 989.0), "A100": (19.5, 156.0, 312.0)}
@@ -171,13 +174,26 @@ def case_e(timeout: int) -> None:
           f"{seconds / 60:.2f} min ({state}; floor ≤ 5 min, aim ≤ 3 min); out {out}")
 
 
+def case_f(train: ImageSet, repeats: int, device: str = "cuda") -> None:
+    spec = ModelSpec(name="mlp", input_shape=(1, 28, 28), num_classes=10,
+                     options={"hidden": [256, 256], "act": "softplus"})
+    members = [Member(i, i) for i in range(8)]
+    for reg in ("gradnorm", "score-matching"):
+        recipe = Recipe(epochs=1, batch_size=128, lr=0.05, momentum=0.9, **recipe_fields(reg))
+        ours = timed(lambda r=recipe: fit_stacked(spec, train, r, members, device=device, quiet=True), repeats)
+        peer = timed(lambda r=recipe: [fit(spec.build(m.init_seed), train, m.recipe(r), device=device, quiet=True)
+                                       for m in members], repeats)
+        print(f"(f) {reg}: fit_stacked 8 softplus MLPs × 1 epoch of {len(train)} {ours:.2f} s | 8 fit calls "
+              f"{peer:.2f} s | speed-up {peer / ours:.1f}×")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--skip-run", action="store_true", help="skip (e), the whole fmnist study")
     p.add_argument("--run-timeout", type=int, default=900)
     p.add_argument("--peak-tflops", type=float, nargs=3, default=None, metavar=("FP32", "TF32", "BF16"))
-    p.add_argument("--cases", default="abcde", help="which cases to run, e.g. 'ab'")
+    p.add_argument("--cases", default="abcdef", help="which cases to run, e.g. 'ab'")
     args = p.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device here: bench/gpu_scale.py measures CUDA training only; nothing was run.")
@@ -197,6 +213,8 @@ def main() -> int:
         case_c(args.repeats)
     if "d" in args.cases:
         case_d(train, peak)  # type: ignore[arg-type]
+    if "f" in args.cases:
+        case_f(train, args.repeats)
     if "e" in args.cases and not args.skip_run:
         case_e(args.run_timeout)
     return 0
