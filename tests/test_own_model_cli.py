@@ -24,6 +24,10 @@ MODEL_FILE = textwrap.dedent('''
         return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 2))
 
 
+    def make_wide():  # for 8×8 images: does not take the data's 4×4
+        return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(128, 2))
+
+
     def train_fn(model, x, y):
         opt = torch.optim.Adam(model.parameters(), lr=0.05)
         for _ in range(3):
@@ -126,6 +130,9 @@ def test_cli_own_model_errors_are_one_line(user, capsys, tmp_path) -> None:
          "Linear"),
         (["diffroar", "--model", model, "--weights", str(user / "mymodel.py"), "--data", str(user / "data.npz")],
          "--weights"),
+        # a method whose options are fitted on the data (pattern): the model is checked first
+        (["diffroar", "--model", f"{user / 'mymodel.py'}:make_wide", "--data", str(user / "data.npz"),
+          "--method", "pattern-attribution"], "does not take inputs of shape (1, 4, 4)"),
     ]
     for args, needle in cases:
         code, _, err = run_cli(capsys, *args)

@@ -37,7 +37,7 @@ from ._validation import DataError, ParameterError, ParameterTypeError, check_ch
 from .data.imageset import ImageSet, as_imageset, check_bounds
 from .evaluation.diffroar import TARGETS
 from .models import ModelSpec
-from .training import Recipe, data_fingerprint, load_run
+from .training import Recipe, check_model_fits, data_fingerprint, load_run
 
 __all__ = [
     "NPZ_KEYS",
@@ -355,6 +355,7 @@ def run_diffroar(audit: Audit | UserAudit, method: str, given: Mapping[str, Any]
     test = audit.load("test", n_test, caller)
     full = audit.load("train")
     train = full if n_train is None else full.subset(slice(0, n_train))
+    check_model_fits(audit.model, test, device)  # one clear error before the method's options are fitted
     options, fitted = fit_method(audit, method, given, fit_n=fit_n, seed=kw["seed"], train=train)
     result = evaluation.diffroar(audit.model, train, test, method=method, method_options=options,
                                  out=folder / "retrains", device=device, quiet=quiet,

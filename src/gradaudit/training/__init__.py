@@ -3,7 +3,7 @@
 from .._torch_utils import eval_mode
 from .attacks import pgd, robust_accuracy
 from .ensemble import Member, StackedFit, fit_stacked
-from .fit import FitResult, data_fingerprint, fit, load_run, make_optimizer
+from .fit import FitResult, check_model_fits, data_fingerprint, fit, load_run, make_optimizer
 from .metrics import accuracy, predict
 from .recipe import Recipe
 from .regularizers import REGULARIZERS
@@ -16,6 +16,7 @@ __all__ = [
     "Recipe",
     "StackedFit",
     "accuracy",
+    "check_model_fits",
     "data_fingerprint",
     "eval_mode",
     "fit",

@@ -49,7 +49,7 @@ from .recipe import Recipe
 from .regularizers import check_regularizer, regularization
 from .schedule import lr_at
 
-__all__ = ["OPTIMIZERS", "FitResult", "fit", "load_run", "make_optimizer"]
+__all__ = ["OPTIMIZERS", "FitResult", "check_model_fits", "fit", "load_run", "make_optimizer"]
 
 CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS = "model.safetensors"
@@ -144,7 +144,7 @@ def _check_args(model: nn.Module, train: ImageSet, recipe: Recipe) -> None:
     check_regularizer(recipe.regularizer, recipe.reg_weight, dict(recipe.reg_options))
 
 
-def _check_model_fits(model: nn.Module, train: ImageSet, device: torch.device) -> None:
+def check_model_fits(model: nn.Module, train: ImageSet, device: str | torch.device = "cpu") -> None:
     """One forward of one image: the model takes the inputs and has a logit per class."""
     with torch.no_grad(), eval_mode(model):
         try:
@@ -211,7 +211,7 @@ def fit(
     _check_args(model, train, recipe)
     device = torch.device(device)
     model.to(device)
-    _check_model_fits(model, train, device)
+    check_model_fits(model, train, device)
     out_dir = Path(out) if out is not None else None
     ident = _identity(recipe, train, spec) if out_dir is not None else {}
     if out_dir is not None and (out_dir / RUN_JSON).exists():
