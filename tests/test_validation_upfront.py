@@ -199,3 +199,12 @@ def test_jobs_per_gpu_is_checked_before_any_job(capsys, tmp_path, args, message)
                                 "--data-root", str(tmp_path / "no-data"))
     assert code == 2 and stdout == "" and message in err and "Traceback" not in err, err
     _assert_no_work(out)
+
+
+def test_cuda_only_precision_on_a_cpu_study_is_refused_before_any_job(capsys, tmp_path):
+    out = tmp_path / "study"
+    code, stdout, err = run_cli(capsys, "run", "fmnist", "--quick", "--set", "diffroar.precision=bf16",
+                                "--out", str(out), "--data-root", str(tmp_path / "no-data"))
+    assert code == 2 and stdout == "" and "Traceback" not in err, err
+    assert "diffroar.precision=bf16 is a CUDA speed option" in err and "--set diffroar.precision=fp32" in err, err
+    _assert_no_work(out)

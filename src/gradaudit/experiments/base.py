@@ -146,6 +146,7 @@ def run_study(
                              "--executor ray --device cuda (or leave it at 1).")
     study = get_study(name)
     cfg = study_config(name, quick=quick, config=config, overrides=overrides)
+    check_precision(cfg.model_dump(mode="json"), device, name)
     out_dir = Path(out) if out is not None else Path("runs") / name
     store_dir = Path(store) if store is not None else out_dir / "store"
     check_folders(name, out_dir, store_dir)
@@ -160,6 +161,21 @@ def run_study(
                       device=device, quiet=quiet, data_root=Path(data_root) if data_root else None,
                       quick=quick, executor=ex)
         return execute(study, cfg, ctx)
+
+
+def check_precision(config: Any, device: str, name: str, path: str = "") -> None:
+    """Raise, before any work, if a ``precision`` key of the config asks for a CUDA-only
+    arithmetic (tf32, bf16) while the study runs on a CPU."""
+    if isinstance(config, Mapping):
+        for key, value in config.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key == "precision" and value not in (None, "fp32") and not str(device).startswith("cuda"):
+                raise ParameterError(f"Study {name!r}: {where}={value} is a CUDA speed option, but the study runs on "
+                                     f"--device {device}. Use --device cuda, or --set {where}=fp32.")
+            check_precision(value, device, name, where)
+    elif isinstance(config, list):
+        for i, value in enumerate(config):
+            check_precision(value, device, name, f"{path}[{i}]")
 
 
 def _writable(folder: Path, option: str) -> None:
