@@ -39,6 +39,7 @@ from ..attribution.options import Option
 from ..data.imageset import ImageSet
 from ..masking.fill import FILLS
 from ..masking.ranking import RANK_BY
+from ..training.ensemble import PRECISIONS
 from . import perturbation as _perturbation
 from . import sample_quality as _sample_quality
 from . import tables as _tables
@@ -276,6 +277,7 @@ def _retrain_options(function: Callable[..., Any]) -> dict[str, Option]:
         "random": (check_bool, "also retrain on random rankings (the control)"),
         "mask_only": (check_bool, "also retrain on the keep-masks alone (the leakage control)"),
         "max_stack": (_int_at_least(1), "retrains trained together as one stacked model"),
+        "precision": (_choice(PRECISIONS), "arithmetic of the retrains: fp32, or on CUDA tf32 / bf16"),
     })
 
 
