@@ -10,7 +10,7 @@ ratio Captum / gradaudit (> 1: gradaudit is faster) and the same ratio in proces
 Captum runs with its defaults (one batch of all rows), except where that batch would take
 several GB (the CNN's IG, NoiseTunnel and GradientShap rows), where its own batching option is
 set as shown in the ``captum settings`` column; gradaudit runs with its defaults (rows from a
-64 MB activation budget).
+256 MB activation budget).
 
 Usage:
     python bench/attribution_vs_captum.py [--repeats 5] [--threads 1] [--models mlp,cnn]

@@ -94,7 +94,7 @@ def test_memory_budget_sets_the_rows():
     from gradaudit.attribution._core import rows_for_budget
 
     cpu = torch.device("cpu")
-    assert rows_for_budget(350_000, None, cpu) == 64 * 2**20 // 350_000  # the MNIST CNN: ~190 rows
+    assert rows_for_budget(350_000, None, cpu) == 256 * 2**20 // 350_000  # the MNIST CNN: ~770 rows
     assert rows_for_budget(7_000, None, cpu) == 8192  # the MNIST MLP: capped
     assert rows_for_budget(10**9, 1.0, cpu) == 1
     assert rows_for_budget(2**20, 1024.0, torch.device("cuda")) == 1024

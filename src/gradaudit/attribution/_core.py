@@ -37,12 +37,10 @@ __all__ = [
 GradFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # Activation memory per forward/backward chunk when the caller gives no ``max_batch``: the
-# chunk's rows are this budget over the measured bytes of one row's layer outputs. On the CPU
-# a chunk whose layer outputs stay near the last-level cache runs fastest: 64 MB gives the
-# MNIST CNN (~350 kB a row) ~190-row chunks, 1.5× faster per row than 770-row ones (256 MB)
-# on a 2-core EPYC with 32 MB of L3 (one thread; 32-190 rows all within 5 %), and still the
-# 8192-row cap for the MLP (~7 kB a row; large GEMMs); see bench/attribution_vs_captum.py.
-DEFAULT_MEMORY_MB = {"cpu": 64.0, "cuda": 1024.0}
+# chunk's rows are this budget over the measured bytes of one row's layer outputs. On a 2-core
+# CPU, 256 MB gives ~750-row chunks for the MNIST CNN and the 8192-row cap for
+# the MLP (large GEMMs); see bench/attribution_vs_captum.py.
+DEFAULT_MEMORY_MB = {"cpu": 256.0, "cuda": 1024.0}
 MAX_ROWS = 8192
 
 
@@ -69,7 +67,7 @@ OBJECTIVES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 def rows_for_budget(row_bytes: int, memory_mb: float | None, device: torch.device) -> int:
     """Rows per chunk so that one chunk's layer outputs take about ``memory_mb`` megabytes
-    (default per device: 64 MB on CPU, 1 GB on CUDA), between 1 and 8192."""
+    (default per device: 256 MB on CPU, 1 GB on CUDA), between 1 and 8192."""
     budget = DEFAULT_MEMORY_MB.get(device.type, DEFAULT_MEMORY_MB["cpu"]) if memory_mb is None else memory_mb
     return int(min(MAX_ROWS, max(1, budget * 2**20 // max(row_bytes, 1))))
 

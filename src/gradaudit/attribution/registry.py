@@ -202,7 +202,7 @@ def attribute(
             on it up to float rounding. Default: from ``memory_mb``.
         memory_mb: Memory budget of one chunk's layer outputs, when ``max_batch`` is None:
             rows = memory_mb / (bytes of one row's layer outputs, measured on one input),
-            at most 8192. Default 64 MB on CPU, 1024 MB on CUDA.
+            at most 8192. Default 256 MB on CPU, 1024 MB on CUDA.
         **options: The method's options (see ``METHODS[method].options`` or
             ``gradaudit attribute --help``).
 
