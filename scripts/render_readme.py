@@ -323,7 +323,8 @@ def block_cifar10_cpu(extra: Mapping[str, Mapping[str, Any]]) -> str:
 _SRINIVAS = (("srinivas-fmnist-quick-before", "Fashion-MNIST, quick, before the robust proxy and the flag"),
              ("srinivas-fmnist-quick", "Fashion-MNIST, quick"),
              ("srinivas-cifar10-quick", "CIFAR-10, quick"),
-             ("srinivas-cifar10-reduced", "CIFAR-10, reduced CPU size"))
+             ("srinivas-cifar10-reduced", "CIFAR-10, reduced CPU size"),
+             ("srinivas-cifar10-cpu", "CIFAR-10, CPU config"))
 
 
 def _flag(gan: Mapping[str, Any]) -> str:
