@@ -81,10 +81,15 @@ class _SmallConv(torch.autograd.Function):
         o, _, kh, kw = weight.shape
         (sh, sw), (ph, pw), (dh, dw) = conv.stride, conv.padding, conv.dilation
         ho, wo = _conv_geometry(conv, x.shape)
-        xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x.contiguous()
-        s = xp.stride()
-        cols = xp.as_strided((n, ho, wo, c, kh, kw), (s[0], s[2] * sh, s[3] * sw, s[1], s[2] * dh, s[3] * dw))
-        cols = cols.reshape(n * ho * wo, c * kh * kw)
+        xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
+        # the unfolded input transposed, (c·kh·kw, n, ho, wo): one strided slice per kernel tap
+        # (~2× faster than gathering (n·L, c·kh·kw) rows)
+        cols = x.new_empty((c, kh, kw, n, ho, wo))
+        for i in range(kh):
+            for j in range(kw):
+                cols[:, i, j] = xp[:, :, i * dh : i * dh + sh * (ho - 1) + 1 : sh,
+                                   j * dw : j * dw + sw * (wo - 1) + 1 : sw].transpose(0, 1)
+        cols = cols.view(c * kh * kw, n * ho * wo).t()
         wt = weight.reshape(o, -1).t()
         out = torch.addmm(bias, cols, wt) if bias is not None else cols @ wt
         ctx.conv, ctx.in_shape = conv, (h, w)
