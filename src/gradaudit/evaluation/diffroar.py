@@ -25,6 +25,7 @@ data. Two controls run through the same machinery:
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -213,35 +214,28 @@ def _removal(protocol: str, model: Any, train: Any, test: Any, kw: dict[str, Any
     return result
 
 
-def roar(
-    model: nn.Module | str | os.PathLike[str] | None,
-    train: ImageSet | tuple[torch.Tensor, torch.Tensor] | Dataset,
-    test: ImageSet | tuple[torch.Tensor, torch.Tensor] | Dataset,
-    *,
-    method: str | None = None,
-    attributions: tuple[torch.Tensor, torch.Tensor] | None = None,
-    spec: ModelSpec | None = None,
-    recipe: Recipe | None = None,
-    target: str = "label",
-    method_options: Mapping[str, Any] | None = None,
-    levels: Sequence[float] = ROAR_LEVELS,
-    seeds: int = 3,
-    seed: int = 0,
-    fill: str = "mean",
-    rank: str = "element",
-    random: bool = True,
-    mask_only: bool = False,
-    out: str | os.PathLike[str] | None = None,
-    engine: str = "auto",
-    max_stack: int = MAX_STACK,
-    device: str | torch.device = "cpu",
-    precision: str = "fp32",
-    quiet: bool = EVAL_QUIET,
-    make_model: Callable[[], nn.Module] | None = None,
-    train_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], nn.Module] | None = None,
-    executor: Any = None,
-) -> RetrainResult:
-    """ROAR: retrained accuracy after removing the top-t fraction of each image (lower is better).
+def _removal_protocol(protocol: str, doc: str) -> Callable[..., RetrainResult]:
+    """ROAR or KAR: :func:`diffroar`'s parameters (one declaration), with ``levels``
+    defaulting to the ROAR paper's thresholds and ``fill`` to the per-channel mean."""
+    defaults = {"levels": ROAR_LEVELS, "fill": "mean"}
+    params = [p.replace(default=defaults[p.name]) if p.name in defaults else p
+              for p in inspect.signature(diffroar).parameters.values()]
+    signature = inspect.Signature(params, return_annotation=RetrainResult)
+
+    def run(*args: Any, **kwargs: Any) -> RetrainResult:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        kw = dict(bound.arguments)
+        return _removal(protocol, kw.pop("model"), kw.pop("train"), kw.pop("test"), kw)
+
+    run.__name__ = run.__qualname__ = protocol
+    run.__doc__ = doc
+    run.__signature__ = signature  # type: ignore[attr-defined]
+    run.__annotations__ = {**diffroar.__annotations__, "return": RetrainResult}
+    return run
+
+
+roar = _removal_protocol("roar", """ROAR: retrained accuracy after removing the top-t fraction of each image (lower is better).
 
     Formula: ROAR(t) = acc(f_S; S-masked test), S = all but the round(t·d) top-ranked
     coordinates of each image; removed coordinates take ``fill``.
@@ -258,46 +252,15 @@ def roar(
     Same machinery as :func:`diffroar` (DiffROAR(k) = KAR(k) − ROAR(1 − k) with zero fill).
 
     Args:
-        As :func:`diffroar`, except: ``levels`` are the fractions t removed (default 0.1,
-        0.3, …, 0.9, the ROAR paper's thresholds) and ``fill`` defaults to "mean" (ROAR's
-        per-channel dataset mean).
+        As :func:`diffroar` (the same parameters), except: ``levels`` are the fractions t
+        removed (default 0.1, 0.3, …, 0.9, the ROAR paper's thresholds) and ``fill``
+        defaults to "mean" (ROAR's per-channel dataset mean).
 
     Returns:
         A :class:`RetrainResult` with protocol "roar", ``higher_is_better=False``.
-    """
-    kw = dict(locals())
-    return _removal("roar", kw.pop("model"), kw.pop("train"), kw.pop("test"), kw)
+    """)
 
-
-def kar(
-    model: nn.Module | str | os.PathLike[str] | None,
-    train: ImageSet | tuple[torch.Tensor, torch.Tensor] | Dataset,
-    test: ImageSet | tuple[torch.Tensor, torch.Tensor] | Dataset,
-    *,
-    method: str | None = None,
-    attributions: tuple[torch.Tensor, torch.Tensor] | None = None,
-    spec: ModelSpec | None = None,
-    recipe: Recipe | None = None,
-    target: str = "label",
-    method_options: Mapping[str, Any] | None = None,
-    levels: Sequence[float] = ROAR_LEVELS,
-    seeds: int = 3,
-    seed: int = 0,
-    fill: str = "mean",
-    rank: str = "element",
-    random: bool = True,
-    mask_only: bool = False,
-    out: str | os.PathLike[str] | None = None,
-    engine: str = "auto",
-    max_stack: int = MAX_STACK,
-    device: str | torch.device = "cpu",
-    precision: str = "fp32",
-    quiet: bool = EVAL_QUIET,
-    make_model: Callable[[], nn.Module] | None = None,
-    train_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], nn.Module] | None = None,
-    executor: Any = None,
-) -> RetrainResult:
-    """KAR: retrained accuracy keeping only the top-t fraction of each image (higher is better).
+kar = _removal_protocol("kar", """KAR: retrained accuracy keeping only the top-t fraction of each image (higher is better).
 
     Formula: KAR(t) = acc(f_S; S-masked test), S = the round(t·d) top-ranked coordinates.
 
@@ -310,11 +273,9 @@ def kar(
     Deviations: as :func:`roar`.
 
     Args:
-        As :func:`diffroar`, except: ``levels`` are the fractions t kept (default 0.1, 0.3,
-        …, 0.9) and ``fill`` defaults to "mean".
+        As :func:`diffroar` (the same parameters), except: ``levels`` are the fractions t
+        kept (default 0.1, 0.3, …, 0.9) and ``fill`` defaults to "mean".
 
     Returns:
         A :class:`RetrainResult` with protocol "kar", ``higher_is_better=True``.
-    """
-    kw = dict(locals())
-    return _removal("kar", kw.pop("model"), kw.pop("train"), kw.pop("test"), kw)
+    """)
