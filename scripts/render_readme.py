@@ -320,6 +320,40 @@ def block_cifar10_cpu(extra: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def block_zoo_cifar10(extra: Mapping[str, Mapping[str, Any]]) -> str:
+    rec = extra["zoo-cifar10-cpu"]
+    r, cfg = rec["results"], rec["config"]
+    c = cfg["cifar10"]
+    models = [m["model"] for m in r["models"]]
+    acc = {m["model"]: m["test_accuracy"] for m in r["models"]}
+    levels = cfg["diffroar"]["levels"]
+    lines = [f"**CIFAR-10 zoo, CPU config** (`gradaudit run zoo --config configs/zoo-cifar10-cpu.yaml`; "
+             f"{_run_provenance(rec)}): models trained on {c['n_model_train']:,} images ("
+             + ", ".join(f"{m} {pct(acc[m])} test accuracy" for m in models)
+             + f"); DiffROAR on {c['n_train']:,} attributed training images, {cfg['diffroar']['seeds']} seed, "
+             f"mean of k = {', '.join(pct(lv) for lv in levels)}; ROAD gap (LeRF − MoRF) and pixel-perturbation "
+             f"area on {c['n_perturb']:,} test images.", "",
+             "| method | " + " | ".join(f"{m}: DiffROAR mean | ROAD gap | pixel pert." for m in models) + " |",
+             "|---|" + "---|---|---|" * len(models)]
+    cells = {(x["model"], x["method"]): x for x in r["cells"] if x["dataset"] == "cifar10"}
+    methods = list(dict.fromkeys(x["method"] for x in r["cells"] if x["dataset"] == "cifar10"))
+
+    def cell(x: Mapping[str, Any] | None) -> str:
+        if x is None or not x.get("applicable", True) or x.get("DiffROAR mean") is None:
+            return "n/a | n/a | n/a"
+        return f"{signed(x['DiffROAR mean'])} | {signed(x['ROAD gap'])} | {x['pixel perturbation']:.3f}"
+
+    for method in methods:
+        lines.append(f"| {method} | " + " | ".join(cell(cells.get((m, method))) for m in models) + " |")
+    lines.append("")
+    reasons = dict.fromkeys(x["reason"] for x in r["cells"] if not x.get("applicable", True) and x.get("reason"))
+    if reasons:
+        lines.append("n/a: the method does not apply to the model (" + "; ".join(reasons) + ")")
+        lines.append("")
+    lines.extend(f"- {f}" for f in r["findings"])
+    return "\n".join(lines) + "\n"
+
+
 _SRINIVAS = (("srinivas-fmnist-quick-before", "Fashion-MNIST, quick, before the robust proxy and the flag"),
              ("srinivas-fmnist-quick", "Fashion-MNIST, quick"),
              ("srinivas-cifar10-quick", "CIFAR-10, quick"),
@@ -377,9 +411,9 @@ def block_own_model(extra: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 NEEDS = {"main-timing": ("main",), "synthetic": ("synthetic",), "blockmnist": ("blockmnist",), "studies": (),
-         "cifar10-quick": (), "cifar10-cpu": (), "srinivas": (), "own-model": ()}  # the main job's files a block needs
+         "cifar10-quick": (), "cifar10-cpu": (), "zoo-cifar10": (), "srinivas": (), "own-model": ()}  # the main job's files a block needs
 # blocks rendered from other committed runs, by the files (docs/results/<name>.json) they read
-FILES = {"cifar10-quick": ("cifar10-quick",), "cifar10-cpu": ("cifar10-cpu",),
+FILES = {"cifar10-quick": ("cifar10-quick",), "cifar10-cpu": ("cifar10-cpu",), "zoo-cifar10": ("zoo-cifar10-cpu",),
          "srinivas": tuple(name for name, _ in _SRINIVAS),
          "own-model": ("own_model_example",)}
 
@@ -397,6 +431,7 @@ BLOCKS: dict[str, Callable[[Mapping[str, Mapping[str, Any]]], str]] = {
     "studies": block_studies,
     "cifar10-quick": block_cifar10_quick,
     "cifar10-cpu": block_cifar10_cpu,
+    "zoo-cifar10": block_zoo_cifar10,
     "srinivas": block_srinivas,
     "own-model": block_own_model,
 }
