@@ -134,6 +134,8 @@ def test_model_spec_round_trip() -> None:
         (lambda: models.build("resnet18", CIFAR, 10, width=0), r"'width' parameter of build\('resnet18'\)"),
         (lambda: models.build("mlp", CIFAR, 10, normalize=((0.5,), (0.2,))), r"'normalize'.*3 values each"),
         (lambda: models.build("mlp", MNIST, 10, normalize=((0.5,), (0.0,))), r"std > 0"),
+        (lambda: models.build("mlp", MNIST, 10, normalize=True), r"must be \(mean, std\).*Got True"),
+        (lambda: models.build("mlp", MNIST, 10, normalize=(("a",), (1.0,))), r"must be \(mean, std\)"),
         (lambda: models.build("mlp", MNIST, 10, seed=-1), r"'seed' parameter"),
     ],
 )

@@ -37,11 +37,17 @@ def _check_common(name: str, input_shape: Sequence[int], num_classes: int,
         raise ParameterError(f"The 'input_shape' parameter of {caller} must be (C, H, W) of positive ints. Got {input_shape!r}.")
     check_int(num_classes, "num_classes", caller, 1)
     if normalize is not None:
-        mean, std = normalize
-        if len(mean) != shape[0] or len(std) != shape[0] or any(s <= 0 for s in std):
+        try:
+            mean, std = normalize
+            ok = len(mean) == shape[0] and len(std) == shape[0] and all(float(s) > 0 for s in std)
+            ok = ok and all(isinstance(float(m), float) for m in mean)
+        except (TypeError, ValueError):  # not a pair of sequences of numbers (e.g. True)
+            ok = False
+        if not ok:
             raise ParameterError(
                 f"The 'normalize' parameter of {caller} must be (mean, std) with {shape[0]} "
-                f"values each (one per channel) and std > 0. Got {normalize!r}."
+                f"values each (one per channel) and std > 0, e.g. the data's "
+                f"(train.meta['mean'], train.meta['std']). Got {normalize!r}."
             )
     return shape  # type: ignore[return-value]
 
