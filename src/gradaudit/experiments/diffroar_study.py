@@ -75,10 +75,8 @@ def _with_random(res: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
 def _retrain_recipe(recipe: Recipe, settings: DiffROARSettings) -> Recipe:
     """The recipe DiffROAR's retrains follow, with the attack's unused fields at their defaults
     (models that differ only in their attack share their retrains' random control)."""
-    update = {name: Recipe.model_fields[name].default for name in _ATTACK_FIELDS}
-    if settings.retrain_epochs is not None:
-        update["epochs"] = settings.retrain_epochs
-    return recipe.standard().model_copy(update=update)
+    unused = {name: Recipe.model_fields[name].default for name in _ATTACK_FIELDS}
+    return settings.retrain_recipe(recipe).standard().model_copy(update=unused)
 
 
 _ATTACK_FIELDS = ("attack_steps", "attack_step_size", "attack_random_start")

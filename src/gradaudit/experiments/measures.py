@@ -67,6 +67,11 @@ class DiffROARSettings(BaseModel):
         None, pattern="^(fp32|tf32|bf16)$",
         description="Arithmetic of the retrains: tf32 or bf16 on CUDA only (None: fp32).")
 
+    def retrain_recipe(self, recipe: Recipe) -> Recipe:
+        """The audited model's recipe with these settings' retrain epochs (``evaluation.diffroar``
+        retrains with its ``standard()`` form)."""
+        return recipe if self.retrain_epochs is None else recipe.model_copy(update={"epochs": self.retrain_epochs})
+
 
 @dataclass(frozen=True)
 class DiffROARRequest:
@@ -102,11 +107,8 @@ def diffroar_job(job: Job, *, data_root: str | None, device: str, quiet: bool) -
     maps = tuple(load_tensors(store.find(c["maps"][split]).path / MAPS)["maps"][: len(images)]
                  for split, images in (("train", train), ("test", test)))
     s = DiffROARSettings(**c["settings"])
-    recipe = Recipe(**info["recipe"])
-    if s.retrain_epochs is not None:
-        recipe = recipe.model_copy(update={"epochs": s.retrain_epochs})
     result = diffroar(model, train, test, attributions=maps, spec=ModelSpec(**info["spec"]),
-                      recipe=recipe, target=c["target"], levels=s.levels, seeds=s.seeds,
+                      recipe=s.retrain_recipe(Recipe(**info["recipe"])), target=c["target"], levels=s.levels, seeds=s.seeds,
                       seed=c["seed"], fill=s.fill, rank=s.rank, random=c["random"], mask_only=s.mask_only,
                       out=job.path / "retrains", max_stack=s.max_stack, device=device, quiet=quiet,
                       precision=s.precision or "fp32")
