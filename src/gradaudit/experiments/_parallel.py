@@ -11,9 +11,8 @@ CPU; a Ray executor, a CUDA device or a single core is left as it is.
 from __future__ import annotations
 
 import dataclasses
-import os
 
-from ..runs import InProcessExecutor, ProcessExecutor
+from ..runs import InProcessExecutor, ProcessExecutor, usable_cores
 from .base import Context
 
 __all__ = ["local_workers"]
@@ -22,8 +21,7 @@ __all__ = ["local_workers"]
 def local_workers(ctx: Context, jobs: int) -> Context:
     """``ctx`` with a process executor of ``min(cores, jobs)`` one-thread workers when the
     study runs in-process on a multi-core CPU and there is more than one job; else ``ctx``."""
-    # the cores this process may run on (taskset, cgroup cpusets), not the machine's
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     workers = min(cores, jobs)
     if ctx.device != "cpu" or workers < 2 or not isinstance(ctx.executor, InProcessExecutor):
         return ctx

@@ -28,7 +28,7 @@ Reading a store imports neither torch nor Ray, so ``gradaudit runs ls`` starts i
 
 from .executors import EXECUTORS, Executor, InProcessExecutor, RayExecutor, make_executor
 from .hashing import canonical, canonical_json, config_hash
-from .local import ProcessExecutor
+from .local import ProcessExecutor, usable_cores
 from .lock import JobLockedError
 from .store import Job, RunFolder, RunStore, check_same
 
@@ -47,4 +47,5 @@ __all__ = [
     "check_same",
     "config_hash",
     "make_executor",
+    "usable_cores",
 ]

@@ -17,7 +17,7 @@ from .._validation import check_int
 from .executors import EXECUTORS, wait_all
 from .store import JobTask, RunStore
 
-__all__ = ["ProcessExecutor"]
+__all__ = ["ProcessExecutor", "usable_cores"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -35,6 +35,11 @@ def _init_worker(threads: int, log_quiet: bool | None = None) -> None:
         configure_log(quiet=log_quiet)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity: taskset, cgroup cpusets), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class ProcessExecutor:
     """Runs the items in ``workers`` fresh worker processes on this machine, ``threads``
     torch threads each (default: the cores split evenly between the workers).
@@ -48,7 +53,7 @@ class ProcessExecutor:
     """
 
     def __init__(self, workers: int | None = None, threads: int | None = None) -> None:
-        cores = os.cpu_count() or 1
+        cores = usable_cores()
         self.workers = cores if workers is None else check_int(workers, "workers", "ProcessExecutor", 1)
         self.threads = (max(1, cores // self.workers) if threads is None
                         else check_int(threads, "threads", "ProcessExecutor", 1))
