@@ -68,13 +68,14 @@ def when(record: Mapping[str, Any]) -> str:
     return f"{date}, revision `{rev}`{dirty}"
 
 
-def _note(record: Mapping[str, Any]) -> str:
-    """The measurement note given at --import, and the machine's load when the file was copied."""
+def _note(record: Mapping[str, Any], load: bool = True) -> str:
+    """The measurement note given at --import, and (``load``) the machine's load when the file
+    was copied."""
     copied = record.get("copied", {})
-    load = copied.get("load_average_at_copy")
+    average = copied.get("load_average_at_copy") if load else None
     text = f"; {copied['note']}" if copied.get("note") else ""
-    return text + (f" (load average {load[0]:.1f} over the last minute when the results were copied, on "
-                   f"{copied.get('cores', '?')} cores)" if load else "")
+    return text + (f" (load average {average[0]:.1f} over the last minute when the results were copied, on "
+                   f"{copied.get('cores', '?')} cores)" if average else "")
 
 
 def _below_one(levels: list[float], values: list[float]) -> float:
@@ -207,9 +208,9 @@ def _run_provenance(rec: Mapping[str, Any]) -> str:
     wall = f"{duration(rec['wall_time_s'])}, " if "wall_time_s" in rec else "no wall time recorded, "
     if "copied" in rec:  # imported with --import-study: when, where and under what load
         copied = rec["copied"]
-        note = f"; {copied['note']}" if copied.get("note") else ""
+        # (a study imported after its run: the load at the copy says nothing of the run's)
         return (f"{wall}{copied['results_written'][:10]}, {_revision(rec)}, {copied.get('cores', '?')}-core "
-                f"{copied.get('cpu', 'unknown CPU')}{note}")
+                f"{copied.get('cpu', 'unknown CPU')}{_note(rec, load=False)}")
     return f"{wall}{_revision(rec)}; the file records no date, machine or load"
 
 
