@@ -20,7 +20,8 @@ from .._io import read_json, write_json
 from .._provenance import provenance
 from .._registry import Registry
 from .._validation import ParameterError, check_int
-from ..runs import Executor, InProcessExecutor, RunStore, make_executor
+from ..runs.executors import MAX_JOBS_PER_GPU, Executor, InProcessExecutor, make_executor
+from ..runs.store import RunStore
 from .config import StudyConfig, build_config, to_yaml
 
 __all__ = [
@@ -140,7 +141,7 @@ def run_study(
     finished job. On Ray with a CUDA device every job asks for a GPU, or for ``1 /
     jobs_per_gpu`` of one: ``jobs_per_gpu`` jobs share a GPU.
     """
-    jobs_per_gpu = check_int(jobs_per_gpu, "jobs_per_gpu", "run_study", 1, 1000)
+    jobs_per_gpu = check_int(jobs_per_gpu, "jobs_per_gpu", "run_study", 1, MAX_JOBS_PER_GPU)
     if jobs_per_gpu != 1 and (executor != "ray" or device == "cpu"):
         raise ParameterError(f"jobs_per_gpu={jobs_per_gpu} shares GPUs between Ray tasks: use it with "
                              "--executor ray --device cuda (or leave it at 1).")

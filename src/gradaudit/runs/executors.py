@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 from .._validation import GradauditError, ParameterError, check_float, check_int, unknown_name
 
-__all__ = ["EXECUTORS", "Executor", "InProcessExecutor", "RayExecutor", "make_executor", "wait_all"]
+__all__ = ["EXECUTORS", "MAX_JOBS_PER_GPU", "Executor", "InProcessExecutor", "RayExecutor", "make_executor", "wait_all"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -103,11 +103,14 @@ def _probe_target(address: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
+MAX_JOBS_PER_GPU = 1000  # the most jobs that may share one GPU (jobs_per_gpu)
+
+
 def _gpu_share(gpus_per_job: float, jobs_per_gpu: int | None) -> float:
     """The GPUs one task asks Ray for, from ``gpus_per_job`` or ``jobs_per_gpu`` (checked)."""
     gpus = check_float(gpus_per_job, "gpus_per_job", "RayExecutor", 0, None)
     if jobs_per_gpu is not None:
-        k = check_int(jobs_per_gpu, "jobs_per_gpu", "RayExecutor", 1, 1000)
+        k = check_int(jobs_per_gpu, "jobs_per_gpu", "RayExecutor", 1, MAX_JOBS_PER_GPU)
         if gpus not in (0, 1 / k):
             raise ParameterError(
                 f"RayExecutor got gpus_per_job={gpus_per_job!r} and jobs_per_gpu={jobs_per_gpu!r}: "
