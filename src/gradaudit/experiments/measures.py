@@ -22,6 +22,7 @@ from ..masking.fill import MASK_VIEW
 from ..models import ModelSpec
 from ..runs import Job, RunStore
 from ..training import Recipe, load_run
+from ..training.ensemble import PRECISIONS
 from .base import Context
 from .config import Levels, library_check
 from .steps import MAPS, DataRef, TrainedModel, load_data
@@ -64,7 +65,7 @@ class DiffROARSettings(BaseModel):
     retrain_epochs: int | None = Field(
         None, ge=1, description="Epochs of each retrain (None: the audited model's recipe's epochs).")
     precision: str | None = Field(
-        None, pattern="^(fp32|tf32|bf16)$",
+        None, pattern=f"^({'|'.join(PRECISIONS)})$",
         description="Arithmetic of the retrains: tf32 or bf16 on CUDA only (None: fp32).")
 
     def retrain_recipe(self, recipe: Recipe) -> Recipe:
