@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -103,13 +104,7 @@ def loss_gradient(
 
 
 def gradient_times_input(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    output: str = "logit",
-    seed: int = 0,
-    max_batch: int = 256,
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor, **options: Any
 ) -> torch.Tensor:
     """Gradient × input.
 
@@ -125,17 +120,13 @@ def gradient_times_input(
     the softmax variant.
 
     Args:
-        model: Classifier returning logits (N, K).
-        x: Inputs (N, ...).
-        target: Classes (N,).
-        output: "logit" (default), "prob" or "loss".
-        seed: Unused.
-        max_batch: Rows per forward/backward.
+        model, x, target, **options: As for :func:`gradient` (``output``, ``seed``,
+            ``max_batch``).
 
     Returns:
         Attributions shaped like ``x``.
     """
-    return x * gradient(model, x, target, output=output, max_batch=max_batch)
+    return x * gradient(model, x, target, **options)
 
 
 def _guide_hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
@@ -160,13 +151,7 @@ def guided_relus(model: nn.Module) -> Iterator[None]:
 
 
 def guided_backprop(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    output: str = "logit",
-    seed: int = 0,
-    max_batch: int = 256,
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor, **options: Any
 ) -> torch.Tensor:
     """Guided Backpropagation.
 
@@ -188,17 +173,13 @@ def guided_backprop(
 
     Args:
         model: Classifier with ``nn.ReLU`` modules, returning logits (N, K).
-        x: Inputs (N, ...).
-        target: Classes (N,).
-        output: "logit" (default), "prob" or "loss".
-        seed: Unused.
-        max_batch: Rows per forward/backward.
+        x, target, **options: As for :func:`gradient` (``output``, ``seed``, ``max_batch``).
 
     Returns:
         Attributions shaped like ``x``.
     """
     with guided_relus(model):
-        return map_rows(ModelGradient(model, output), x, target, max_batch)
+        return gradient(model, x, target, **options)
 
 
 def has_relu(model: nn.Module) -> tuple[bool, str]:
