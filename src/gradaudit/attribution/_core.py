@@ -8,6 +8,11 @@ per input row. Because the model is in eval mode, rows do not interact, so the g
 the summed objective is the per-row gradient. Methods only decide *where* to evaluate it
 (path points, noisy copies, reference mixtures) and *how to combine* the rows; the chunking
 below keeps each forward/backward at most ``max_batch`` rows.
+
+The method functions (:mod:`.gradients`, :mod:`.integrated`, :mod:`.smoothing`,
+:mod:`.pattern_methods`, :mod:`.random_map`) do the maths on clean arguments; call them through
+:func:`gradaudit.attribution.attribute`, which validates the arguments, puts the model in eval
+mode and restores it.
 """
 
 from __future__ import annotations

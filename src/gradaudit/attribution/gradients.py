@@ -1,9 +1,5 @@
 """Single-pass gradient methods: input gradient, loss gradient, gradient × input, Guided
 Backprop.
-
-These functions do the maths on clean arguments; call them through
-:func:`gradaudit.attribution.attribute`, which validates the arguments, puts the model in eval
-mode and restores it.
 """
 
 from __future__ import annotations

@@ -1,9 +1,4 @@
-"""Path methods: Integrated Gradients (quadrature rules, baselines) and Expected Gradients.
-
-These functions do the maths on clean arguments; call them through
-:func:`gradaudit.attribution.attribute`, which validates the arguments, puts the model in eval
-mode and restores it.
-"""
+"""Path methods: Integrated Gradients (quadrature rules, baselines) and Expected Gradients."""
 
 from __future__ import annotations
 

@@ -4,10 +4,6 @@ Both back-propagate through the model with every weight W replaced by W ⊙ a₊
 patterns of :mod:`.pattern`) in the backward pass only: the forward (hence the ReLU gates and
 max-pool switches) is the model's own. The model is replayed layer by layer from its
 :func:`~.pattern.chain`; no module or weight of the caller's model is modified.
-
-These functions do the maths on clean arguments; call them through
-:func:`gradaudit.attribution.attribute`, which validates the arguments, puts the model in eval
-mode and restores it.
 """
 
 from __future__ import annotations
