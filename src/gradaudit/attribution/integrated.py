@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,13 +114,43 @@ def make_baseline(
 def integrate(
     grad_fn: GradFn,
     x: torch.Tensor,
-    base: torch.Tensor,
     target: torch.Tensor,
-    n_steps: int,
-    rule: str,
-    max_batch: int,
+    *,
+    n_steps: int = 64,
+    rule: str = "gauss-legendre",
+    baseline: str | torch.Tensor = "zero",
+    data_mean: torch.Tensor | None = None,
+    bounds: tuple[float, float] = (0.0, 1.0),
+    blur_sigma: float = 4.0,
+    seed: int = 0,
+    max_batch: int = 256,
 ) -> torch.Tensor:
-    """(x − x') ⊙ ∫₀¹ ∇f(x' + α(x − x')) dα by ``rule`` with ``n_steps`` nodes."""
+    """The path integral of any gradient function: (x − x') ⊙ Σ_k w_k grad_fn(x' + α_k (x − x')),
+    the quadrature of (x − x') ⊙ ∫₀¹ grad_fn(x' + α(x − x')) dα, with x' from
+    :func:`make_baseline`. Integrated Gradients (``grad_fn`` the model's gradient) and PGIG
+    (the PatternAttribution backward) are this function.
+
+    Args:
+        grad_fn: A gradient function ``grad_fn(z, t)``; a :class:`~._paths.ModelGradient` of
+            a model with an affine head takes the factored route (``_paths.py``).
+        x: Inputs (N, ...).
+        target: Classes (N,).
+        n_steps: Quadrature nodes (default 64).
+        rule: "gauss-legendre" (default), "riemann-left", "riemann-right", "riemann-middle"
+            or "riemann-trapezoid".
+        baseline: "zero" (default), "mean" (needs ``data_mean``), "uniform" (one U(bounds)
+            image drawn from ``seed``), "blur" (needs images (N, C, H, W)) or a tensor
+            broadcastable to ``x``.
+        data_mean: The "mean" baseline, broadcastable to one input (e.g. (C, 1, 1)).
+        bounds: Value range for the "uniform" baseline.
+        blur_sigma: Gaussian σ in pixels for the "blur" baseline (default 4).
+        seed: Seeds the "uniform" baseline.
+        max_batch: Rows (image × step) per forward/backward.
+
+    Returns:
+        Attributions shaped like ``x``.
+    """
+    base = make_baseline(baseline, x, data_mean=data_mean, bounds=bounds, blur_sigma=blur_sigma, seed=seed)
     alphas, weights = quadrature(rule, n_steps, x)
     coef = alphas.unsqueeze(1).expand(n_steps, len(x))
     diff = x - base
@@ -127,19 +158,7 @@ def integrate(
 
 
 def integrated_gradients(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    n_steps: int = 64,
-    rule: str = "gauss-legendre",
-    baseline: str | torch.Tensor = "zero",
-    output: str = "logit",
-    data_mean: torch.Tensor | None = None,
-    bounds: tuple[float, float] = (0.0, 1.0),
-    blur_sigma: float = 4.0,
-    seed: int = 0,
-    max_batch: int = 256,
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, output: str = "logit", **path: Any
 ) -> torch.Tensor:
     """Integrated Gradients.
 
@@ -168,24 +187,14 @@ def integrated_gradients(
         model: Classifier returning logits (N, K).
         x: Inputs (N, ...).
         target: Classes (N,).
-        n_steps: Quadrature nodes (default 64).
-        rule: "gauss-legendre" (default), "riemann-left", "riemann-right", "riemann-middle"
-            or "riemann-trapezoid".
-        baseline: "zero" (default), "mean" (needs ``data_mean``), "uniform" (one U(bounds)
-            image drawn from ``seed``), "blur" (needs images (N, C, H, W)) or a tensor
-            broadcastable to ``x``.
         output: "logit" (default), "prob" or "loss".
-        data_mean: The "mean" baseline, broadcastable to one input (e.g. (C, 1, 1)).
-        bounds: Value range for the "uniform" baseline.
-        blur_sigma: Gaussian σ in pixels for the "blur" baseline (default 4).
-        seed: Seeds the "uniform" baseline.
-        max_batch: Rows (image × step) per forward/backward.
+        **path: ``n_steps``, ``rule``, ``baseline``, ``data_mean``, ``bounds``,
+            ``blur_sigma``, ``seed``, ``max_batch``: as for :func:`integrate`.
 
     Returns:
         Attributions shaped like ``x``.
     """
-    base = make_baseline(baseline, x, data_mean=data_mean, bounds=bounds, blur_sigma=blur_sigma, seed=seed)
-    return integrate(ModelGradient(model, output), x, base, target, n_steps, rule, max_batch)
+    return integrate(ModelGradient(model, output), x, target, **path)
 
 
 def expected_gradients(

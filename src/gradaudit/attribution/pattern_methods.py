@@ -16,7 +16,7 @@ from torch import nn
 
 from ._core import OBJECTIVES, GradFn
 from .gradients import map_rows
-from .integrated import integrate, make_baseline
+from .integrated import integrate
 from .pattern import WEIGHTED, Patterns, chain
 
 __all__ = ["SCALES", "VARIANTS", "pattern_attribution", "pattern_gradient", "pattern_integrated_gradients"]
@@ -63,9 +63,10 @@ def pattern_gradient(
 ) -> GradFn:
     """The PatternAttribution backward as a gradient function ``grad_fn(z, t)``.
 
-    ``scale="output"`` seeds the backward with the objective's value at z (Kindermans' y),
-    ``"one"`` with 1. ``variant="attribution"`` uses W ⊙ a₊, ``"net"`` uses a₊ (PatternNet's
-    signal estimate).
+    ``output``: "logit" (default) or "prob" (softmax), the objective back-propagated.
+    ``scale="output"`` (default) seeds the backward with the objective's value at z
+    (Kindermans' y), ``"one"`` with 1. ``variant="attribution"`` (default) uses W ⊙ a₊,
+    ``"net"`` uses a₊ (PatternNet's signal estimate).
     """
     layers = chain(model)
     back = {}
@@ -104,11 +105,9 @@ def pattern_attribution(
     target: torch.Tensor,
     *,
     patterns: Patterns,
-    output: str = "logit",
-    scale: str = "output",
-    variant: str = "attribution",
     seed: int = 0,
     max_batch: int = 256,
+    **backward: Any,
 ) -> torch.Tensor:
     """PatternAttribution: the backward pass with W ⊙ a₊ in place of W, seeded with the output.
 
@@ -133,16 +132,14 @@ def pattern_attribution(
         x: Inputs (N, ...).
         target: Classes (N,).
         patterns: Fitted patterns (:func:`fit_patterns`) of this model.
-        output: "logit" (default) or "prob".
-        scale: "output" (seed the backward with the output value, default) or "one".
-        variant: "attribution" (W ⊙ a₊, default) or "net" (a₊: PatternNet).
         seed: Unused.
         max_batch: Rows per forward/backward.
+        **backward: ``output``, ``scale``, ``variant``: as for :func:`pattern_gradient`.
 
     Returns:
         Attributions shaped like ``x``.
     """
-    return map_rows(pattern_gradient(model, patterns, output, scale, variant), x, target, max_batch)
+    return map_rows(pattern_gradient(model, patterns, **backward), x, target, max_batch)
 
 
 def pattern_integrated_gradients(
@@ -151,16 +148,9 @@ def pattern_integrated_gradients(
     target: torch.Tensor,
     *,
     patterns: Patterns,
-    n_steps: int = 64,
-    rule: str = "gauss-legendre",
-    baseline: str | torch.Tensor = "zero",
     output: str = "logit",
     scale: str = "one",
-    data_mean: torch.Tensor | None = None,
-    bounds: tuple[float, float] = (0.0, 1.0),
-    blur_sigma: float = 4.0,
-    seed: int = 0,
-    max_batch: int = 256,
+    **path: Any,
 ) -> torch.Tensor:
     """Pattern-Guided Integrated Gradients (PGIG): IG whose path gradients are PatternAttribution
     backward passes.
@@ -185,15 +175,13 @@ def pattern_integrated_gradients(
         x: Inputs (N, ...).
         target: Classes (N,).
         patterns: Fitted patterns (:func:`fit_patterns`) of this model.
-        n_steps, rule, baseline, data_mean, bounds, blur_sigma: As for ``ig``.
         output: "logit" (default) or "prob".
         scale: "one" (default) or "output".
-        seed: Seeds the "uniform" baseline.
-        max_batch: Rows (image × step) per forward/backward.
+        **path: ``n_steps``, ``rule``, ``baseline``, ``data_mean``, ``bounds``,
+            ``blur_sigma``, ``seed``, ``max_batch``: as for :func:`~.integrated.integrate`
+            (and ``ig``).
 
     Returns:
         Attributions shaped like ``x``.
     """
-    base = make_baseline(baseline, x, data_mean=data_mean, bounds=bounds, blur_sigma=blur_sigma, seed=seed)
-    grad_fn = pattern_gradient(model, patterns, output, scale)
-    return integrate(grad_fn, x, base, target, n_steps, rule, max_batch)
+    return integrate(pattern_gradient(model, patterns, output, scale), x, target, **path)
