@@ -163,9 +163,18 @@ _SMOOTH_DOC = """
         Attributions shaped like ``x``.
     """
 
-smoothgrad = smooth(gradient, "mean", fused_mean=_gradient_noise_mean)
-smoothgrad.__name__ = "smoothgrad"
-smoothgrad.__doc__ = "SmoothGrad: the input gradient averaged over noisy copies." + _SMOOTH_DOC.format(
+def _documented(
+    method: Callable[..., torch.Tensor], name: str, summary: str, **doc: str
+) -> Callable[..., torch.Tensor]:
+    """``method`` named ``name``; its docstring: ``summary`` + ``_SMOOTH_DOC`` filled with ``doc``."""
+    method.__name__ = name
+    method.__doc__ = summary + _SMOOTH_DOC.format(**doc)
+    return method
+
+
+smoothgrad = _documented(
+    smooth(gradient, "mean", fused_mean=_gradient_noise_mean), "smoothgrad",
+    "SmoothGrad: the input gradient averaged over noisy copies.",
     formula="a(x) = (1/n) Σ_k ∇f_t(x + ε_k)",
     source="Smilkov et al., \"SmoothGrad: removing noise by adding noise\", ICML 2017 "
     "workshop, arXiv:1706.03825, eq. (2).",
@@ -174,17 +183,17 @@ smoothgrad.__doc__ = "SmoothGrad: the input gradient averaged over noisy copies.
     "per draw and Aᵀ once per input (``_paths.py``): the same value up to float rounding.",
     inner="``output``")
 
-smoothgrad_squared = smooth(gradient, "mean-square")
-smoothgrad_squared.__name__ = "smoothgrad_squared"
-smoothgrad_squared.__doc__ = "SmoothGrad²: the mean of squared gradients over noisy copies." + _SMOOTH_DOC.format(
+smoothgrad_squared = _documented(
+    smooth(gradient, "mean-square"), "smoothgrad_squared",
+    "SmoothGrad²: the mean of squared gradients over noisy copies.",
     formula="a(x) = (1/n) Σ_k ∇f_t(x + ε_k)²",
     source="Hooker, Erhan, Kindermans & Kim, \"A Benchmark for Interpretability Methods in "
     "Deep Neural Networks\", NeurIPS 2019, arXiv:1806.10758, §4 (SG-SQ).",
     pgig="SmoothGrad2Explainer", extra="", inner="``output``")
 
-vargrad = smooth(gradient, "variance")
-vargrad.__name__ = "vargrad"
-vargrad.__doc__ = "VarGrad: the variance of the gradient over noisy copies." + _SMOOTH_DOC.format(
+vargrad = _documented(
+    smooth(gradient, "variance"), "vargrad",
+    "VarGrad: the variance of the gradient over noisy copies.",
     formula="a(x) = (1/n) Σ_k (∇f_t(x + ε_k) − ḡ)², ḡ = (1/n) Σ_k ∇f_t(x + ε_k)",
     source="Adebayo et al., \"Local Explanation Methods for Deep Neural Networks Lack "
     "Sensitivity to Parameter Values\", ICLR 2018 workshop, arXiv:1810.03307.",
@@ -194,17 +203,14 @@ vargrad.__doc__ = "VarGrad: the variance of the gradient over noisy copies." + _
     "gradient is large.",
     inner="``output``")
 
-smoothgrad_integrated_gradients = smooth(integrated_gradients, "mean")
-smoothgrad_integrated_gradients.__name__ = "smoothgrad_integrated_gradients"
-smoothgrad_integrated_gradients.__doc__ = (
-    "SmoothGrad-IG: Integrated Gradients averaged over noisy copies (SmoothGrad composed over IG)."
-    + _SMOOTH_DOC.format(
-        formula="a(x) = (1/n) Σ_k IG(x + ε_k), each IG with its own options (baseline, steps)",
-        source="Smilkov et al., arXiv:1706.03825, §3.3 (SmoothGrad applied to Integrated "
-        "Gradients); Sundararajan et al., ICML 2017, arXiv:1703.01365.",
-        pgig="SmoothGradIGExplainer (sg_ig)",
-        extra=" PGIG's sg_ig instead replaces each path gradient ∇f(α_k x) by SmoothGrad at "
-        "α_k x (the noise is not multiplied by x − x'); here SmoothGrad wraps IG as the "
-        "SmoothGrad paper and Captum's NoiseTunnel(IntegratedGradients) do.",
-        inner="``n_steps``, ``rule``, ``baseline``, ``output``, ...")
-)
+smoothgrad_integrated_gradients = _documented(
+    smooth(integrated_gradients, "mean"), "smoothgrad_integrated_gradients",
+    "SmoothGrad-IG: Integrated Gradients averaged over noisy copies (SmoothGrad composed over IG).",
+    formula="a(x) = (1/n) Σ_k IG(x + ε_k), each IG with its own options (baseline, steps)",
+    source="Smilkov et al., arXiv:1706.03825, §3.3 (SmoothGrad applied to Integrated "
+    "Gradients); Sundararajan et al., ICML 2017, arXiv:1703.01365.",
+    pgig="SmoothGradIGExplainer (sg_ig)",
+    extra=" PGIG's sg_ig instead replaces each path gradient ∇f(α_k x) by SmoothGrad at "
+    "α_k x (the noise is not multiplied by x − x'); here SmoothGrad wraps IG as the "
+    "SmoothGrad paper and Captum's NoiseTunnel(IntegratedGradients) do.",
+    inner="``n_steps``, ``rule``, ``baseline``, ``output``, ...")
