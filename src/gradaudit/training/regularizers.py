@@ -160,9 +160,9 @@ def hessian_trace_estimate(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    samples: int,
-    sigma: float,
     generator: torch.Generator,
+    samples: int = 1,
+    sigma: float = 0.01,
     antithetic: bool = False,
     fy: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -189,9 +189,9 @@ def hessian_trace_estimate(
         model: Maps (N, ...) inputs to (N, C) logits.
         x: Inputs, shape (N, ...).
         y: Labels, shape (N,).
-        samples: S, the number of noise draws.
-        sigma: σ, the noise standard deviation in input units.
         generator: Source of the noise (on ``x.device``).
+        samples: S, the number of noise draws (default 1, as the reference).
+        sigma: σ, the noise standard deviation in input units (default 0.01, as the reference).
         antithetic: Use ±v pairs (2S forwards).
         fy: f_y(x) if already computed (its graph is kept), else computed here.
 
@@ -252,12 +252,9 @@ def score_matching(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    generator: torch.Generator,
-    samples: int = 1,
-    sigma: float = 0.01,
     tau: float = 1e-3,
-    antithetic: bool = False,
     logits: torch.Tensor | None = None,
+    **trace: Any,
 ) -> torch.Tensor:
     """Regularized score matching of the implicit density p(x|y) ∝ exp f_y(x).
 
@@ -270,14 +267,14 @@ def score_matching(
     Reference code: idiap/rethinking-saliency ``regularizers.py`` (ScoreMatching).
 
     Deviations: see the module docstring (frozen BatchNorm statistics, ``antithetic``).
-    ``logits`` as in :func:`gradient_norm`.
+    ``logits`` as in :func:`gradient_norm`; ``trace`` (``generator``, ``samples``, ``sigma``,
+    ``antithetic``) as in :func:`hessian_trace_estimate`.
 
     Returns:
         Scalar tensor, differentiable w.r.t. the model's parameters.
     """
     fy, grad = target_logit_gradient(model, x, y, logits=logits)
-    h = hessian_trace_estimate(model, x.detach(), y, samples=samples, sigma=sigma, generator=generator,
-                               antithetic=antithetic, fy=fy)
+    h = hessian_trace_estimate(model, x.detach(), y, fy=fy, **trace)
     return h.mean() + 0.5 * _squared_norm(grad).mean() + tau * h.pow(2).mean()
 
 
@@ -286,30 +283,21 @@ def anti_score_matching(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    generator: torch.Generator,
-    samples: int = 1,
-    sigma: float = 0.01,
     threshold: float = 1000.0,
-    antithetic: bool = False,
     logits: torch.Tensor | None = None,
+    **trace: Any,
 ) -> torch.Tensor:
     """Anti-score matching: pushes the Hessian trace up, capped at ``threshold``.
 
-    Formula: R = −(1/B)·Σ_b min(h_b, threshold).
+    Formula: R = −(1/B)·Σ_b min(h_b, threshold), h and the other options as in
+    :func:`score_matching`.
 
     Source: Srinivas & Fleuret, ICLR 2021, §3.3 and §5 (threshold 1000).
 
     Reference code: idiap/rethinking-saliency ``regularizers.py`` (AntiScoreMatching).
-
-    Deviations: see the module docstring (frozen BatchNorm statistics, ``antithetic``).
-    ``logits`` as in :func:`gradient_norm`.
-
-    Returns:
-        Scalar tensor, differentiable w.r.t. the model's parameters.
     """
     fy = None if logits is None else _reused_target_logits(x, y, logits)
-    h = hessian_trace_estimate(model, x.detach(), y, samples=samples, sigma=sigma,
-                               generator=generator, antithetic=antithetic, fy=fy)
+    h = hessian_trace_estimate(model, x.detach(), y, fy=fy, **trace)
     return -torch.clamp(h, max=threshold).mean()
 
 
