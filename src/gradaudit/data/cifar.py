@@ -37,6 +37,16 @@ __all__ = ["CIFAR_BIN_SETS", "CIFAR_SETS", "RECORD_BYTES", "CifarBinLayout", "Ci
 _TORONTO = "https://www.cs.toronto.edu/~kriz/"
 
 
+def _toronto(name: str, md5: str) -> FileSpec:
+    """A tarball published on the CIFAR page: its URL is the page's folder + its name."""
+    return FileSpec(name, md5, (_TORONTO + name,))
+
+
+def _cifar10_train(md5s: tuple[str, ...], suffix: str = "") -> tuple[FileSpec, ...]:
+    """CIFAR-10's training batches ``data_batch_1`` … ``data_batch_5`` (+ ``suffix``)."""
+    return tuple(FileSpec(f"data_batch_{i}{suffix}", md5) for i, md5 in enumerate(md5s, 1))
+
+
 @dataclass(frozen=True)
 class CifarLayout:
     """Where a CIFAR variant's files live and which pickle keys hold what."""
@@ -54,15 +64,13 @@ class CifarLayout:
 CIFAR_SETS: dict[str, CifarLayout] = {
     "cifar10": CifarLayout(
         folder="cifar-10-batches-py",
-        tarball=FileSpec("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
-                         (_TORONTO + "cifar-10-python.tar.gz",)),
+        tarball=_toronto("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
         meta=FileSpec("batches.meta", "5ff9c542aee3614f3951f8cda6e48888"),
         batches={
-            "train": (FileSpec("data_batch_1", "c99cafc152244af753f735de768cd75f"),
-                      FileSpec("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
-                      FileSpec("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"),
-                      FileSpec("data_batch_4", "634d18415352ddfa80567beed471001a"),
-                      FileSpec("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb")),
+            "train": _cifar10_train((
+                "c99cafc152244af753f735de768cd75f", "d4bba439e000b95fd0a9bffe97cbabec",
+                "54ebc095f3ab1f0389bbae665268c751", "634d18415352ddfa80567beed471001a",
+                "482c414d41f54cd18b22e5b47cb7c3cb")),
             "test": (FileSpec("test_batch", "40351d587109b95175f43aff81a1287e"),),
         },
         label_keys={"fine": ("labels", "label_names")},
@@ -72,8 +80,7 @@ CIFAR_SETS: dict[str, CifarLayout] = {
     ),
     "cifar100": CifarLayout(
         folder="cifar-100-python",
-        tarball=FileSpec("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
-                         (_TORONTO + "cifar-100-python.tar.gz",)),
+        tarball=_toronto("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),
         meta=FileSpec("meta", "7973b15100ade9c7d40fb424638fde48"),
         batches={
             "train": (FileSpec("train", "16019d7e3df5f24257cddd939b257f8d"),),
@@ -109,10 +116,8 @@ _BIN_MD5 = {
 CIFAR_BIN_SETS: dict[str, CifarBinLayout] = {
     "cifar10": CifarBinLayout(
         folder="cifar-10-batches-bin",
-        tarball=FileSpec("cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530",
-                         (_TORONTO + "cifar-10-binary.tar.gz",)),
-        batches={"train": tuple(FileSpec(f"data_batch_{i}.bin", md5)
-                                for i, md5 in enumerate(_BIN_MD5["train"], 1)),
+        tarball=_toronto("cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530"),
+        batches={"train": _cifar10_train(_BIN_MD5["train"], ".bin"),
                  "test": (FileSpec("test_batch.bin", _BIN_MD5["test"][0]),)},
         # The order of the label bytes (batches.meta.txt of the published archive).
         classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
