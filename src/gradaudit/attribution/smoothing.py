@@ -166,7 +166,7 @@ _SMOOTH_DOC = """
 def _documented(
     method: Callable[..., torch.Tensor], name: str, summary: str, **doc: str
 ) -> Callable[..., torch.Tensor]:
-    """``method`` named ``name``; its docstring: ``summary`` + ``_SMOOTH_DOC`` filled with ``doc``."""
+    """``method`` named ``name``; its docstring is ``summary`` + ``_SMOOTH_DOC`` with ``doc``."""
     method.__name__ = name
     method.__doc__ = summary + _SMOOTH_DOC.format(**doc)
     return method
