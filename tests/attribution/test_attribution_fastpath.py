@@ -9,7 +9,7 @@ from torch import nn
 
 from gradaudit import attribution, models
 from gradaudit.attribution import _fastpath as fastpath
-from gradaudit.attribution._fastpath import sequential_runner, small_conv
+from gradaudit.attribution._fastpath import exact_conv, sequential_runner, small_conv
 from gradaudit.attribution._paths import ModelGradient
 
 
@@ -70,6 +70,38 @@ def test_small_conv_is_the_layer_and_its_input_gradient(conv):
     (b,) = torch.autograd.grad(conv(z2), z2, g)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     assert conv.weight.grad is None  # no weight gradient is computed or accumulated
+
+
+@pytest.mark.parametrize("conv", [nn.Conv2d(32, 64, 3, padding=1), nn.Conv2d(6, 5, (3, 2), stride=2, padding=(2, 1), dilation=2),
+                                  nn.Conv2d(8, 4, 3, bias=False)], ids=["mnist-conv2", "strided-dilated", "no-bias"])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_exact_conv_is_the_layer_bit_for_bit_and_its_input_gradient(conv, layout):
+    x = torch.rand(9, conv.in_channels, 15, 13, generator=torch.Generator().manual_seed(1)).contiguous(memory_format=layout)
+    with torch.no_grad():
+        ref, out = conv(x.contiguous()), exact_conv(conv, x)
+    assert torch.equal(out, ref) and out.is_contiguous(memory_format=torch.channels_last)
+    g = torch.randn(ref.shape, generator=torch.Generator().manual_seed(2))
+    z1, z2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    (a,) = torch.autograd.grad(exact_conv(conv, z1), z1, g)
+    (b,) = torch.autograd.grad(conv(z2), z2, g)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert a.is_contiguous(memory_format=layout)  # the gradient comes back in the input's layout
+    assert conv.weight.grad is None
+
+
+def test_the_cnn_runs_its_second_conv_exactly(monkeypatch):
+    net = models.build("cnn", (1, 28, 28), 10, seed=0).eval()
+    calls = []
+    monkeypatch.setattr(fastpath, "exact_conv", lambda m, h: calls.append(m) or exact_conv(m, h))
+    x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(4))
+    g = ModelGradient(net)(x, torch.arange(5))
+    assert calls == [net[3]]  # conv 32→64 (the 1-channel first conv is a product)
+    torch.testing.assert_close(g, _input_grad(net, x, torch.arange(5)), rtol=1e-5, atol=1e-7)
+    # forward-only metrics (keep_layout) let oneDNN run channels-last instead
+    calls.clear()
+    with torch.no_grad():
+        sequential_runner(net, keep_layout=True)(x)
+    assert calls == []
 
 
 def test_guided_backprop_and_hooks_keep_their_meaning():
