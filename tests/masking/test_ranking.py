@@ -92,3 +92,15 @@ def test_tie_free_rows_take_one_sort_with_the_same_positions() -> None:
     big = torch.randn(300, 1, 28, 28, generator=torch.Generator().manual_seed(4))
     big[::5, :, :4] = big[::5, :, :4].round(decimals=1)  # ties in every fifth row
     assert torch.equal(rank_positions(big, seed=3, batch_size=128), _two_sorts(big, 3, 128))
+
+
+def test_positions_do_not_depend_on_the_worker_threads() -> None:
+    """Row chunks sorted on 1, 2 or 3 threads (uneven chunks, ties, NaN) give the two-sort positions."""
+    maps = torch.randn(101, 1, 7, 7, generator=torch.Generator().manual_seed(5))
+    maps[::4] = maps[::4].round()  # ties
+    maps[2, 0, 3, 3] = float("nan")
+    expected = _two_sorts(maps, 2, 40)
+    for workers in (1, 2, 3):
+        assert torch.equal(rank_positions(maps, seed=2, batch_size=40, workers=workers), expected)
+    with pytest.raises(ParameterError, match="workers"):
+        rank_positions(maps, workers=0)
