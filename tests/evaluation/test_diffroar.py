@@ -123,6 +123,24 @@ def test_group_inputs_zero_fill_equal_per_arm_inputs_bitwise() -> None:
                 assert torch.equal(got[m].view(torch.int32), want.view(torch.int32))
 
 
+def test_group_inputs_share_rows_between_blocks_of_one_seed() -> None:
+    """Blocks of one seed that are not adjacent (another seed's block between them, another
+    ranking) read their rows from the seed's first member: still each member's own inputs, bitwise."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(30, 1, 4, 4, generator=g)
+    pa, pb = (rank_positions(torch.randn(30, 1, 4, 4, generator=g), seed=i) for i in range(2))
+    arms = [Arm("a", "top", 3), Arm("a", "bottom", 3), Arm("a", "top", 3), Arm("b", "bottom", 12), Arm("a", "top", 8, "mask")]
+    positions = [pa, pa, pa, pb, pa]
+    seeds = [0, 0, 1, 0, 1]
+    build = GroupInputs(arms, positions, x, "zero", None, seeds)
+    first, second = torch.randperm(30, generator=g)[:7], torch.randperm(30, generator=g)[:7]
+    rows = torch.stack([first, first, second, first, second])
+    got = build(rows)
+    for m, (arm, pos) in enumerate(zip(arms, positions, strict=True)):
+        want = apply_inputs(_inputs(arm, pos, "zero", None), x)[rows[m]]
+        assert torch.equal(got[m].view(torch.int32), want.view(torch.int32))
+
+
 def test_mask_view_is_the_centred_keep_mask() -> None:
     """Mask-only models see keep − k: values 1 − k (kept) and −k (removed), mean 0 per image."""
     g = torch.Generator().manual_seed(0)

@@ -126,7 +126,9 @@ class GroupInputs:
     def __init__(self, arms: Sequence[Arm], positions: Sequence[torch.Tensor], x: torch.Tensor,
                  fill: str, mean: torch.Tensor | None, seeds: Sequence[int] | None = None) -> None:
         self.x, self.fill, self.mean = x, fill, mean
-        self.blocks: list[tuple[slice, Arm, torch.Tensor, torch.Tensor, bool]] = []
+        # (members, arm, positions, counts, source): source is the first member of the block's
+        # seed (its rows are every member of that seed's rows), None when rows are per member.
+        self.blocks: list[tuple[slice, Arm, torch.Tensor, torch.Tensor, int | None]] = []
 
         def same(i: int, start: int) -> bool:
             return (positions[i] is positions[start] and (arms[i].side, arms[i].view) == (arms[start].side, arms[start].view)
@@ -136,23 +138,40 @@ class GroupInputs:
         for i in range(1, len(arms) + 1):
             if i == len(arms) or not same(i, start):
                 counts = torch.tensor([a.count for a in arms[start:i]], device=positions[start].device)
-                self.blocks.append((slice(start, i), arms[start], positions[start], counts, seeds is not None))
+                source = None if seeds is None else list(seeds).index(seeds[start])
+                self.blocks.append((slice(start, i), arms[start], positions[start], counts, source))
                 start = i
 
     def __call__(self, rows: torch.Tensor) -> torch.Tensor:
         total = self.blocks[-1][0].stop
         out = torch.empty((total, *rows.shape[1:], *self.x.shape[1:]), dtype=self.x.dtype, device=self.x.device)
-        for sl, arm, positions, counts, shared in self.blocks:
-            index = rows if len(rows) == 1 else rows[sl.start : sl.start + 1] if shared else rows[sl]
-            pos = _take(positions, index)
+        gathered: dict[Any, torch.Tensor] = {}  # rows of x and of positions, gathered once per step
+
+        def take(t: torch.Tensor, index: torch.Tensor, key: Any) -> torch.Tensor:
+            if key is None:
+                return _take(t, index)
+            if key not in gathered:
+                gathered[key] = _take(t, index)
+            return gathered[key]
+
+        for sl, arm, positions, counts, source in self.blocks:
+            shared = len(rows) == 1 or source is not None
+            index = rows if len(rows) == 1 else rows[source : source + 1] if source is not None else rows[sl]
+            source_key = 0 if len(rows) == 1 else source
+            pos = take(positions, index, None if not shared else ("pos", id(positions), source_key))
+            xb = take(self.x, index, None if not shared else ("x", source_key))
             d = pos[0, 0].numel()
             if arm.view == "pixels" and self.fill == "zero" and pos.shape[2:] == self.x.shape[1:] and _exact(self.x, d):
                 # x · keep with keep built in x's dtype (clamp of c − pos: 1 kept, 0 not; integers
                 # below 2^24 are exact), the same products as fill_masked's x · bool mask, with
                 # contiguous (members, rows, d) loops instead of broadcasts over a 28-wide axis.
-                pf, c = pos.flatten(2).to(self.x.dtype), counts.to(self.x.dtype).view(-1, 1, 1)
-                keep = (c - pf) if arm.side == "top" else pf - (d - c) + 1
-                torch.mul(_take(self.x, index).flatten(2), keep.clamp_(0, 1), out=out[sl].flatten(2))
+                key = ("float", id(positions), source_key)
+                pf = gathered.get(key) if shared else None
+                if pf is None:
+                    pf = gathered[key] = pos.flatten(2).to(self.x.dtype)
+                c = counts.to(self.x.dtype).view(-1, 1, 1)
+                keep = (c - pf) if arm.side == "top" else pf - (d - 1 - c)  # bottom: pos − (d − c) + 1
+                torch.mul(xb.flatten(2), keep.clamp_(0, 1), out=out[sl].flatten(2))
                 continue
             c = counts.view(-1, *([1] * (pos.dim() - 1)))
             keep = pos < c if arm.side == "top" else pos >= d - c
@@ -160,7 +179,7 @@ class GroupInputs:
             if arm.view == "mask":
                 out[sl] = mask_view(keep, c, d, self.x.dtype).expand(shape)
             else:
-                out[sl] = fill_masked(_take(self.x, index).expand(shape), keep, self.fill, mean=self.mean)
+                out[sl] = fill_masked(xb.expand(shape), keep, self.fill, mean=self.mean)
         return out
 
 
