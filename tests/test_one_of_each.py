@@ -39,6 +39,24 @@ def test_model_device_and_eval_mode() -> None:
     with eval_mode(net):
         assert not any(m.training for m in net.modules())
     assert [m.training for m in net] == [False, True]
+    # a model in eval mode everywhere is not asked to switch (a custom train() is not called),
+    # and a mode changed inside the block is put back
+    calls = []
+
+    class Custom(torch.nn.Sequential):
+        def train(self, mode: bool = True):
+            calls.append(mode)
+            return super().train(mode)
+
+    custom = Custom(torch.nn.Linear(2, 2), torch.nn.Dropout())
+    custom.training = custom[0].training = custom[1].training = False
+    with eval_mode(custom):
+        custom[1].training = True
+    assert calls == [] and not any(m.training for m in custom.modules())
+    custom[0].training = True
+    with eval_mode(custom):
+        assert not any(m.training for m in custom.modules())
+    assert calls == [False] and [m.training for m in custom.modules()] == [False, True, False]
 
 
 def _retrain_config() -> dict:

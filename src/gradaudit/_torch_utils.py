@@ -14,14 +14,21 @@ __all__ = ["eval_mode", "model_device"]
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode inside the block and restore each module's mode after."""
-    modes = [m.training for m in model.modules()]
-    model.eval()
+    """Put ``model`` in eval mode inside the block and restore each module's mode after.
+
+    A model already in eval mode everywhere is left alone (no ``eval()`` call, nothing to
+    restore): the common case of an attribution or evaluation of a trained model, where the
+    module walks were a measurable share of a small model's call."""
+    modules = list(model.modules())
+    modes = [m.training for m in modules]
+    if any(modes):
+        model.eval()
     try:
         yield model
     finally:
-        for m, mode in zip(model.modules(), modes, strict=True):
-            m.training = mode
+        for m, mode in zip(modules, modes, strict=True):
+            if m.training != mode:
+                m.training = mode
 
 
 def model_device(

@@ -100,6 +100,33 @@ def test_memory_budget_sets_the_rows():
     assert rows_for_budget(2**20, 1024.0, torch.device("cuda")) == 1024
 
 
+def test_probe_of_a_plain_sequential_counts_what_the_hooks_count():
+    """A plain Sequential is probed layer by layer without hooks: the same classes and row
+    bytes as the hooked probe that other models get (an opaque wrapper of the same net)."""
+    from gradaudit.attribution.registry import _probe
+
+    net = models.build("cnn", (1, 28, 28), 10, seed=0).eval()
+
+    class Opaque(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, z):
+            return self.net(z)
+
+    x = torch.rand(3, 1, 28, 28)
+    fast, hooked = _probe(net, x, "t", True), _probe(Opaque(), x, "t", True)
+    assert fast == hooked and fast[0] == 10 and fast[1] > x[0].numel() * 4
+    with pytest.raises(ParameterError, match="differentiable"):
+        _probe(nn.Sequential(nn.Flatten(), nn.Linear(784, 10), _Detach()), x, "t", True)
+
+
+class _Detach(nn.Module):
+    def forward(self, z):
+        return z.detach()
+
+
 @pytest.mark.parametrize(("method", "net_name"), [c for c in CASES if c[0] != "random"])
 def test_batch_equals_per_example(method, net_name, nets, batch, fitted):
     x, y, _ = batch

@@ -27,6 +27,7 @@ from .._validation import (
     unknown_name,
 )
 from ._core import rows_for_budget
+from ._fastpath import plain_leaves
 
 __all__ = ["METHODS", "MethodSpec", "applicable", "attribute", "fit_options", "get_method", "register"]
 
@@ -136,6 +137,16 @@ def _probe(model: nn.Module, x: torch.Tensor, caller: str, needs_gradient: bool)
         if isinstance(out, torch.Tensor):
             sizes.append(out.numel() * out.element_size())
 
+    leaves = plain_leaves(model)
+    if leaves is not None and len(leaves) > 1:
+        # a plain Sequential: its layers in turn are its forward, so no hooks are needed
+        # (registering and removing them is most of the probe's cost for a small model)
+        with torch.enable_grad():
+            out = z
+            for m in leaves:
+                out = m(out)
+                count(m, (), out)
+        return _checked_probe(out, caller, needs_gradient), sum(sizes)
     handles = [m.register_forward_hook(count) for m in model.modules() if not any(True for _ in m.children())]
     try:
         with torch.enable_grad():
@@ -143,6 +154,12 @@ def _probe(model: nn.Module, x: torch.Tensor, caller: str, needs_gradient: bool)
     finally:
         for handle in handles:
             handle.remove()
+    return _checked_probe(out, caller, needs_gradient), sum(sizes)
+
+
+def _checked_probe(out: Any, caller: str, needs_gradient: bool) -> int:
+    """The number of classes of a probe's output, after checking it is (1, K) float logits
+    (with a gradient w.r.t. the input if ``needs_gradient``)."""
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1 or not out.is_floating_point():
         shown = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ParameterError(f"{caller} needs a model returning float logits (N, K). Got {shown} for one input.")
@@ -152,7 +169,7 @@ def _probe(model: nn.Module, x: torch.Tensor, caller: str, needs_gradient: bool)
             "gradient w.r.t. x (it detaches, runs under torch.no_grad, or is not a torch "
             "computation). Use a differentiable model, or method 'random'."
         )
-    return out.shape[1], sum(sizes)
+    return out.shape[1]
 
 
 def _resolve_target(target: Any, model: nn.Module, x: torch.Tensor, k: int, max_batch: int, caller: str) -> torch.Tensor:
