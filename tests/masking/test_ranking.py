@@ -104,3 +104,16 @@ def test_positions_do_not_depend_on_the_worker_threads() -> None:
         assert torch.equal(rank_positions(maps, seed=2, batch_size=40, workers=workers), expected)
     with pytest.raises(ParameterError, match="workers"):
         rank_positions(maps, workers=0)
+
+
+def test_infinities_zeros_and_nan_rank_as_the_two_sorts() -> None:
+    """The 64-bit key sort (scores' bits over their column) sends rows with ties, NaN (either
+    sign) or tied infinities to the shuffle; a single inf, zeros and -0.0 keep their order."""
+    maps = torch.randn(24, 1, 5, 5, generator=torch.Generator().manual_seed(6))
+    maps[0, 0, 0, 0] = float("inf")
+    maps[1, 0, 0, :2] = float("-inf")  # |-inf| twice: a tie
+    maps[2, 0, 1, 1] = -float("nan")
+    maps[3, 0, 2] = 0.0
+    maps[4, 0, 2, 2] = -0.0
+    maps[5] = torch.arange(25.0).view(5, 5) * 2**-140  # subnormals: order as their bits too
+    assert torch.equal(rank_positions(maps, seed=4, batch_size=10), _two_sorts(maps, 4, 10))

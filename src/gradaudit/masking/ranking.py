@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -88,22 +89,32 @@ def rank_positions(
     return out.view(s.shape)
 
 
+_HALVES = (1, 0) if sys.byteorder == "little" else (0, 1)  # (high, low) 32-bit halves of a uint64
+
+
 def _rank_rows(block: torch.Tensor, noise: torch.Tensor, out: torch.Tensor) -> None:
     """Write the positions of rows ``block`` (scores, (R, d)) into ``out``; ``noise`` (R, d)
     is the tie-break shuffle of those rows.
 
     A row without ties has one descending order whatever the shuffle, the reverse of its
-    ascending argsort (numpy's SIMD sort, ~3x torch.sort here). Rows with ties (or NaN)
-    take the seeded shuffle + stable sort. Same positions as shuffling every row, at
-    about a sixth of the cost."""
-    order = torch.from_numpy(np.argsort(block.numpy(), axis=1))  # ascending (NaN last): the reverse
-    values = block.gather(1, order)
-    tied = ((values[:, 1:] == values[:, :-1]).any(1) | values[:, -1].isnan()).nonzero().squeeze(1)
+    ascending order, found by one sort of 64-bit keys (a score's bits above its column:
+    non-negative floats order as their bits; numpy's SIMD sort, ~1.3x its float argsort and
+    ~4x torch.sort here). Rows with ties, NaN or a sign bit take the seeded shuffle + stable
+    sort. Same positions as shuffling every row, at about a sixth of the cost."""
+    d = block.shape[1]
+    keys = np.empty(block.shape, dtype=np.uint64)
+    halves = keys.view(np.uint32)
+    high, low = _HALVES
+    halves[:, high::2], halves[:, low::2] = block.numpy().view(np.uint32), np.arange(d, dtype=np.uint32)
+    keys.sort(axis=1)
+    bits = halves[:, high::2]  # the sorted scores' bits
+    odd = (bits[:, 1:] == bits[:, :-1]).any(1) | (bits[:, -1] > 0x7F800000)  # ties; NaN or sign bit sort last
+    order = torch.from_numpy(halves[:, low::2].astype(np.int64))  # ascending: the reverse
+    tied = torch.from_numpy(odd).nonzero().squeeze(1)
     if len(tied):
         perm = torch.argsort(noise[tied], dim=1)  # seeded shuffle
         ranked = torch.argsort(block[tied].gather(1, perm), dim=1, descending=True, stable=True)
         order[tied] = perm.gather(1, ranked).flip(1)
-    d = order.shape[1]
     out.scatter_(1, order, torch.arange(d - 1, -1, -1, dtype=out.dtype).expand_as(order))
 
 
