@@ -136,3 +136,35 @@ def test_models_without_a_layer_to_speed_up_take_the_model():
     mlp = models.build("mlp", (1, 28, 28), 10, seed=0)
     assert sequential_runner(mlp) is None and ModelGradient(mlp).forward is mlp
     assert sequential_runner(models.build("resnet9", (3, 32, 32), 10, seed=0)) is None
+
+
+def test_relu_mlp_gradient_is_autograds_bit_for_bit():
+    """A ReLU MLP's logit gradient (and its gradient after the first layer, for the factored
+    IG / SmoothGrad route) is computed without autograd, with autograd's values exactly."""
+    net = models.build("mlp", (1, 28, 28), 10, seed=0).eval()
+    x = torch.rand(33, 1, 28, 28, generator=torch.Generator().manual_seed(5))
+    x[:4] = 0.0  # blank rows: ReLU inputs exactly at biases, zero masks
+    y = torch.randint(10, (33,), generator=torch.Generator().manual_seed(6))
+    grad = ModelGradient(net)
+    assert grad.mlp is not None and grad.mlp_tail is not None
+    assert torch.equal(grad(x, y), _input_grad(net, x, y))
+    h = torch.randn(33, net[1].out_features, generator=torch.Generator().manual_seed(7))
+    hh = h.clone().requires_grad_(True)
+    (ref,) = torch.autograd.grad(net[2:](hh).gather(1, y[:, None]).sum(), hh)
+    assert torch.equal(grad.tail_gradient(h, y), ref)
+
+
+def test_relu_mlp_route_only_where_it_is_the_same_computation():
+    mlp = models.build("mlp", (1, 28, 28), 10, seed=0)
+    assert ModelGradient(mlp, "prob").mlp is None and ModelGradient(mlp, "loss").mlp is None
+    assert fastpath.relu_mlp(list(models.build("mlp", (1, 28, 28), 10, act="softplus", seed=0))) is None
+    assert fastpath.relu_mlp(list(nn.Sequential(nn.Flatten(0), nn.Linear(784, 10)))) is None
+    assert fastpath.relu_mlp(list(nn.Sequential(nn.Linear(4, 4), nn.ReLU()))) is None  # must end in a Linear
+    hooked = models.build("mlp", (1, 28, 28), 10, seed=0)
+    handle = hooked[2].register_forward_hook(lambda m, i, o: o * 2)
+    try:
+        assert ModelGradient(hooked).mlp is None  # a hook (e.g. guided backprop's) takes autograd
+        x, y = torch.rand(3, 1, 28, 28), torch.arange(3)
+        torch.testing.assert_close(ModelGradient(hooked)(x, y), _input_grad(hooked, x, y))
+    finally:
+        handle.remove()

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..models import Normalize
 from ._core import OBJECTIVES, GradFn, grid_chunks
-from ._fastpath import plain_leaves, sequential_runner
+from ._fastpath import plain_leaves, relu_mlp, relu_mlp_logit_gradient, sequential_runner
 
 __all__ = ["ModelGradient", "affine_split", "weighted_gradient_sum"]
 
@@ -64,8 +64,14 @@ class ModelGradient:
         self.split = affine_split(model)
         # the model's forward values bit for bit, faster on CPU (_fastpath.py); else the model
         self.forward = sequential_runner(model) or model
+        # a ReLU MLP's logit gradient (whole, and after its first layer) without autograd
+        leaves = plain_leaves(model) if output == "logit" else None
+        self.mlp = None if leaves is None else relu_mlp(leaves)
+        self.mlp_tail = None if self.mlp is None or self.split is None else relu_mlp(self.split[1])
 
     def __call__(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.mlp is not None:
+            return relu_mlp_logit_gradient(self.mlp, z, t)
         z = z.detach().requires_grad_(True)
         with torch.enable_grad():
             (g,) = torch.autograd.grad(self.objective(self.forward(z), t).sum(), z)
@@ -73,6 +79,8 @@ class ModelGradient:
 
     def tail_gradient(self, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """d objective / d h for first-layer outputs h."""
+        if self.mlp_tail is not None:
+            return relu_mlp_logit_gradient(self.mlp_tail, h, t)
         h = h.detach().requires_grad_(True)
         with torch.enable_grad():
             (g,) = torch.autograd.grad(self.objective(_run(self.split[1], h), t).sum(), h)
