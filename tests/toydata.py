@@ -18,3 +18,15 @@ def prototypes(n: int, seed: int, noise: float = 0.25) -> ImageSet:
 def flat_weights(net: torch.nn.Module) -> torch.Tensor:
     """All parameters of ``net`` as one flat CPU tensor."""
     return torch.cat([p.detach().flatten().cpu() for p in net.parameters()])
+
+
+class Opaque(torch.nn.Module):
+    """``net`` behind a custom forward: a model that the library's Sequential fast paths
+    cannot see into, so it takes the plain (hooked, autograd) route."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)

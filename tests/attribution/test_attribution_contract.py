@@ -12,6 +12,8 @@ from torch import nn
 from gradaudit import ParameterError, attribution, models
 from gradaudit.attribution import METHODS
 
+from toydata import Opaque
+
 SHAPE = (1, 8, 8)
 _RELU_FORWARD = nn.ReLU.forward
 N = 5
@@ -107,16 +109,8 @@ def test_probe_of_a_plain_sequential_counts_what_the_hooks_count():
 
     net = models.build("cnn", (1, 28, 28), 10, seed=0).eval()
 
-    class Opaque(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, z):
-            return self.net(z)
-
     x = torch.rand(3, 1, 28, 28)
-    fast, hooked = _probe(net, x, "t", True), _probe(Opaque(), x, "t", True)
+    fast, hooked = _probe(net, x, "t", True), _probe(Opaque(net), x, "t", True)
     assert fast == hooked and fast[0] == 10 and fast[1] > x[0].numel() * 4
     with pytest.raises(ParameterError, match="differentiable"):
         _probe(nn.Sequential(nn.Flatten(), nn.Linear(784, 10), _Detach()), x, "t", True)

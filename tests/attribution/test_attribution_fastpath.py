@@ -12,6 +12,8 @@ from gradaudit.attribution import _fastpath as fastpath
 from gradaudit.attribution._fastpath import exact_conv, sequential_runner, small_conv
 from gradaudit.attribution._paths import ModelGradient
 
+from toydata import Opaque
+
 
 def _input_grad(forward, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     z = x.clone().requires_grad_(True)
@@ -110,15 +112,7 @@ def test_guided_backprop_and_hooks_keep_their_meaning():
     y = torch.arange(6)
     guided = attribution.attribute("guided-backprop", net, x, y)
     # the same net behind a custom forward takes the plain autograd route
-    class Opaque(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, z):
-            return self.net(z)
-
-    plain = attribution.attribute("guided-backprop", Opaque(), x, y)
+    plain = attribution.attribute("guided-backprop", Opaque(net), x, y)
     torch.testing.assert_close(guided, plain, rtol=1e-5, atol=1e-6 * float(plain.abs().max()))
     assert not torch.allclose(guided, attribution.attribute("grad", net, x, y))
     # a user's hook on a max-pool sees what it sees in the model's own forward (no ReLU swap)
