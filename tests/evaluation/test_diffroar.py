@@ -80,6 +80,41 @@ def test_stacked_equals_one_at_a_time(blocks, one_thread) -> None:
                 assert abs(curve.values[li][si] - acc) <= 1e-4
 
 
+def test_side_by_side_stacks_equal_one_stack(blocks, monkeypatch) -> None:
+    """With several torch threads on a CPU, a group trains as side-by-side stacks (one per
+    thread): the same accuracies, bitwise, as one stack on one thread; torch's thread count
+    is restored. CUDA, one thread and the loop engine keep one stack."""
+    from gradaudit.evaluation.retrain import Retrainer
+
+    train, test = blocks
+    g = torch.Generator().manual_seed(1)
+    maps = (torch.rand(train.x.shape, generator=g), torch.rand(test.x.shape, generator=g))
+    kw = {"attributions": maps, "spec": BLOCK_SPEC, "recipe": BLOCK_RECIPE.model_copy(update={"epochs": 1}),
+          "levels": [0.1, 0.5], "seeds": 2, "quiet": True}
+    stacks: list[int] = []
+    fit_part = Retrainer._fit_part
+    monkeypatch.setattr(Retrainer, "_fit_part", lambda self, jobs, *a: stacks.append(len(jobs)) or fit_part(self, jobs, *a))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = evaluation.diffroar(None, train, test, **kw).attribution
+        assert stacks == [16]  # 2 levels x 2 sides x 2 rankings (with the random control) x 2 seeds
+        stacks.clear()
+        torch.set_num_threads(3)
+        side = evaluation.diffroar(None, train, test, **kw).attribution
+        assert sorted(stacks) == [5, 5, 6] and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
+    assert side.top.values == alone.top.values and side.bottom.values == alone.bottom.values
+    r = Retrainer(BLOCK_SPEC, BLOCK_RECIPE, train, test, {}, "zero", "auto", 32, "cuda", True)
+    r._bmm = True
+    assert r._side_by_side(8, 4) == [slice(0, 8)]
+    r.device, r._bmm = "cpu", False  # the loop engine
+    assert r._side_by_side(8, 4) == [slice(0, 8)]
+    r._bmm = True
+    assert r._side_by_side(8, 1) == [slice(0, 8)] and r._side_by_side(5, 2) == [slice(0, 2), slice(2, 5)]
+
+
 def test_group_inputs_equal_per_arm_inputs() -> None:
     """The broadcast builder equals each member's own inputs (channel-sum, mean fill, mask
     view, members of different rankings and seeds)."""

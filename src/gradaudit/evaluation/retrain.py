@@ -20,6 +20,7 @@ import hashlib
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +33,9 @@ from ..masking.fill import MASK_VIEW, fill_masked, mask_view  # MASK_VIEW re-exp
 from ..masking.ranking import keep_mask_count
 from ..models.spec import ModelSpec
 from ..runs.store import RunFolder
-from ..training.ensemble import InputFn, Member, StackedFit, fit_stacked
+from ..training.ensemble import InputFn, Member, StackedFit, fit_stacked, stackable
 from ..training.recipe import Recipe
+from ..training.stacked_vmap import auto_engine
 
 __all__ = ["MASK_VIEW", "VIEWS", "Arm", "GroupInputs", "Ranking", "Retrainer", "retrain_store", "tensor_digest"]
 
@@ -231,6 +233,7 @@ class Retrainer:
     quiet: bool
     precision: str = "fp32"
     _on_device: dict[str, ImageSet] = field(default_factory=dict, init=False, repr=False)
+    _bmm: bool = field(default=False, init=False, repr=False)
     _positions: dict[tuple[str, int | None], tuple[torch.Tensor, torch.Tensor]] = field(
         default_factory=dict, init=False, repr=False)
 
@@ -254,6 +257,7 @@ class Retrainer:
         device = torch.device(self.device)
         self._on_device = {"train": self.train.to(device), "test": self.test.to(device)}
         self._positions = {}
+        self._bmm = self._engine(device) == "bmm"
         mean = self.train.x.mean((0, 2, 3)).to(device) if self.fill == "mean" else None
         with progress(self.quiet) as bar:
             task = bar.add_task("retrain groups", total=len(groups))
@@ -267,6 +271,13 @@ class Retrainer:
                 bar.advance(task)
         return {(arm, s): done[(arm.key(self.rankings[arm.ranking].d), s)] for arm in arms for s in seeds}
 
+    def _engine(self, device: torch.device) -> str:
+        """The engine ``fit_stacked`` runs for these retrains (resolving "auto")."""
+        if self.engine != "auto":
+            return self.engine
+        ok = stackable(self.spec.build(0))[0]
+        return auto_engine(self.spec, ok, self.recipe, [Member(0, 0)], device)
+
     def _positions_at(self, name: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(train, test) positions of ranking ``name`` for ``seed``, on the device: a fixed
         ranking is moved once per job, a drawn one once per group."""
@@ -278,22 +289,61 @@ class Retrainer:
         return self._positions[key]
 
     def _train_group(self, part: list[tuple[int, Arm]], mean: torch.Tensor | None, bar: Any) -> dict[str, Any]:
+        """Train and test one group; on a CPU with several torch threads, as side-by-side
+        stacks (:meth:`_side_by_side`)."""
         for key in [k for k in self._positions if k[1] is not None]:  # drawn rankings of earlier groups
             del self._positions[key]
-        train, test_set = self._on_device["train"], self._on_device["test"]
-        positions = [self._positions_at(a.ranking, s) for s, a in part]
-        arms, seeds = [a for _, a in part], [s for s, _ in part]
-        members = [Member(s, s, _inputs(a, p[0], self.fill, mean)) for (s, a), p in zip(part, positions, strict=True)]
-        fitted = fit_stacked(self.spec, train, self.recipe, members, engine=self.engine,
-                             batch_inputs=GroupInputs(arms, [p[0] for p in positions], train.x, self.fill, mean, seeds),
-                             device=self.device, bar=bar, precision=self.precision)
-        test = GroupInputs(arms, [p[1] for p in positions], test_set.x, self.fill, mean)
-        accs = _accuracies(fitted.models, test, test_set.y, self.device)
+        jobs = [(s, a, self._positions_at(a.ranking, s)) for s, a in part]
+        threads = torch.get_num_threads()
+        stacks = self._side_by_side(len(jobs), threads)
+        if len(stacks) == 1:
+            fits = [self._fit_part(jobs, mean, bar)]
+        else:
+            def run(rows: slice) -> tuple[StackedFit, list[float]]:
+                torch.set_num_threads(max(1, threads // len(stacks)))  # this thread's own setting
+                return self._fit_part(jobs[rows], mean, bar)
+
+            try:
+                with ThreadPoolExecutor(len(stacks)) as pool:
+                    fits = list(pool.map(run, stacks))
+            finally:
+                torch.set_num_threads(threads)  # MKL's count is process-wide: restore it
         rows = [{"key": a.key(self.rankings[a.ranking].d), "seed": s, "init_seed": s, "data_seed": s,
                  "accuracy": acc, **_last_epoch(fitted, i)}
-                for i, ((s, a), acc) in enumerate(zip(part, accs, strict=True))]
-        return {"engine": fitted.engine, "precision": fitted.precision, "seconds": fitted.seconds,
-                "flops": fitted.flops, "members": rows}
+                for (fitted, accs), sl in zip(fits, stacks, strict=True)
+                for i, ((s, a, _), acc) in enumerate(zip(jobs[sl], accs, strict=True))]
+        flops = [f.flops for f, _ in fits]
+        return {"engine": fits[0][0].engine, "precision": fits[0][0].precision,
+                "seconds": max(f.seconds for f, _ in fits),
+                "flops": None if any(f is None for f in flops) else sum(flops), "members": rows}
+
+    def _side_by_side(self, members: int, threads: int) -> list[slice]:
+        """The group's members as consecutive slices, one stack each, trained at once.
+
+        On a CPU with T > 1 torch threads, a bmm-engine group trains as min(T, members)
+        stacks, each in its own Python thread with T // stacks torch threads (torch's ops
+        release the GIL): the stacks never wait for each other, where one stack over T
+        threads pays a thread wake-up on every parallel op of every step. Members are
+        independent and the bmm engine's products run one member per thread, so every
+        member's numbers are those of one stack (those of ``fit`` with one thread).
+        Elsewhere (CUDA, one thread, other engines): one stack."""
+        one = [slice(0, members)]
+        if threads < 2 or members < 2 or torch.device(self.device).type != "cpu" or not self._bmm:
+            return one
+        count = min(threads, members)
+        return [slice(i * members // count, (i + 1) * members // count) for i in range(count)]
+
+    def _fit_part(self, jobs: Sequence[tuple[int, Arm, tuple[torch.Tensor, torch.Tensor]]],
+                  mean: torch.Tensor | None, bar: Any) -> tuple[StackedFit, list[float]]:
+        """Train the members ``jobs`` ((seed, arm, positions)) as one stack; their test accuracies."""
+        train, test_set = self._on_device["train"], self._on_device["test"]
+        arms, seeds = [a for _, a, _ in jobs], [s for s, _, _ in jobs]
+        members = [Member(s, s, _inputs(a, p[0], self.fill, mean)) for s, a, p in jobs]
+        fitted = fit_stacked(self.spec, train, self.recipe, members, engine=self.engine,
+                             batch_inputs=GroupInputs(arms, [p[0] for _, _, p in jobs], train.x, self.fill, mean, seeds),
+                             device=self.device, bar=bar, precision=self.precision)
+        test = GroupInputs(arms, [p[1] for _, _, p in jobs], test_set.x, self.fill, mean)
+        return fitted, _accuracies(fitted.models, test, test_set.y, self.device)
 
 
 @torch.no_grad()

@@ -60,6 +60,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -89,6 +90,7 @@ MEMBER_FIELDS = ("attack", "eps", "attack_step_size", "attack_random_start")
 InputFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 BatchInputFn = Callable[[torch.Tensor], torch.Tensor]
 _ELEMENTWISE = (nn.ReLU, nn.Softplus, nn.Identity, Normalize)
+_BUILD = threading.Lock()  # fit_stacked may run in several threads at once (evaluation.retrain)
 
 
 @dataclass(frozen=True)
@@ -347,7 +349,8 @@ def fit_stacked(
     _check(spec, train, recipe, members, engine)
     check_choice(precision, "precision", "fit_stacked()", PRECISIONS)
     device = torch.device(device)
-    nets = [spec.build(m.init_seed) for m in members]
+    with _BUILD:  # build seeds the global RNG (saved and restored): one thread at a time
+        nets = [spec.build(m.init_seed) for m in members]
     if recipe.regularizer is not None:
         check_smooth_model(recipe.regularizer, nets[0])
     ok, why = stackable(nets[0])
