@@ -7,7 +7,9 @@ retrained once per seed; arms that give identical data (everything kept, nothing
 trained once and shared. The retrains of one seed are trained together as a stacked
 ensemble (:func:`gradaudit.training.ensemble.fit_stacked`) in groups of at most
 ``max_stack`` models, and each finished group is written atomically to ``out`` (if given)
-and skipped when the run is repeated.
+and skipped when the run is repeated. On a CPU with several torch threads a group trains
+as side-by-side stacks, one per thread (:meth:`Retrainer._side_by_side`), with the same
+numbers.
 
 Store layout (``out``, a :class:`~gradaudit.runs.store.RunFolder`): ``config.json`` (config, its hash, provenance) and
 ``groups/<name>.json`` (the group's config hash, seeds, per-member test accuracy and final
