@@ -69,7 +69,9 @@ def rank_positions(
     gen = torch.Generator().manual_seed(seed)
     out = torch.empty((n, d), dtype=dtype)
     threads = workers or torch.get_num_threads()
-    with ThreadPoolExecutor(threads) if threads > 1 else contextlib.nullcontext() as pool:
+    # each worker sorts on one torch thread (a per-thread setting: the caller's is unchanged)
+    with (ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) if threads > 1
+          else contextlib.nullcontext()) as pool:
         running: list[Future[None]] = []
         for i in range(0, n, batch_size):
             block = s[i : i + batch_size].flatten(1).cpu()
