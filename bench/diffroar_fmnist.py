@@ -17,7 +17,9 @@ products). Printed:
   random control; attributions given) against a plain sequential PyTorch loop doing the same 6
   retrains (and masked-test evaluations) on pre-masked data, alternating, in one process;
   prints the median times and the ratio plain / diffroar (the issue-15 "CPU path does not
-  slow down" check);
+  slow down" check). With ``--threads T`` > 1 diffroar trains its 6 retrains as min(T, 6)
+  side-by-side stacks, one Python thread each (``evaluation.retrain``), and the plain loop
+  uses T threads in each op; with one thread both do the same FLOPs, so the ratio is near 1;
 * stacked vs sequential (``training.fit`` of each member alone, on pre-masked copies) on a
   subset, after checking that both give the same models (bitwise, against ``fit`` run with
   one thread): median of ``--repeats`` alternating runs, ratio sequential / stacked, and the
