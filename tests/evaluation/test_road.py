@@ -191,3 +191,20 @@ def test_bounds_keep_imputed_inputs_inside_the_data_box() -> None:
     assert min(lo for lo, _ in seen) >= 0.2 - 1e-7 and max(hi for _, hi in seen) <= 0.8 + 1e-7  # float32 box
     with pytest.raises(ParameterError, match="bounds"):
         road(model, x, y, a, percentages=[0.5], bounds=(1.0, 0.0))
+
+
+def test_percentages_solved_together_give_the_results_of_one_at_a_time(setup, monkeypatch) -> None:
+    """A few percentages share one imputation solve and forward (GROUP_VALUES); every plane's
+    solve and every noise stream is its own, so grouping changes no result."""
+    import importlib
+
+    road_module = importlib.import_module("gradaudit.evaluation.road")
+    model, x, y, oracle = setup
+    pcts = [0.1, 0.3, 0.5, 0.7, 0.9]
+    grouped = road(model, x, y, oracle, percentages=pcts, noise=0.2, seed=3, batch_size=16)
+    assert road_module._fraction_group(len(pcts), 16 * 2 * x[0].numel(), 0) > 1  # really grouped
+    monkeypatch.setattr(road_module, "GROUP_VALUES", 1)
+    alone = road(model, x, y, oracle, percentages=pcts, noise=0.2, seed=3, batch_size=16)
+    for a, b in ((grouped.morf, alone.morf), (grouped.lerf, alone.lerf)):
+        assert a.accuracy == b.accuracy
+        assert a.probability == pytest.approx(b.probability, abs=1e-6)
