@@ -165,17 +165,17 @@ class _ExactConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:  # type: ignore[override]
-        ctx.conv, ctx.in_shape, ctx.back = conv, x.shape, _layout(x)
-        ctx.save_for_backward(weight)
+        ctx.conv, ctx.back = conv, _layout(x)
+        ctx.save_for_backward(x, weight)  # x only for its shape and layout: no copy is kept
         return conv(x.contiguous()).contiguous(memory_format=torch.channels_last)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:  # type: ignore[override]
         if not ctx.needs_input_grad[0]:
             return None, None, None
-        (weight,) = ctx.saved_tensors
+        x, weight = ctx.saved_tensors
         conv = ctx.conv
-        like = g.new_empty(ctx.in_shape).contiguous(memory_format=torch.channels_last)
+        like = x if ctx.back is torch.channels_last else x.new_empty(x.shape).contiguous(memory_format=torch.channels_last)
         grad = torch.ops.aten.convolution_backward(
             g.contiguous(memory_format=torch.channels_last), like, weight, None, conv.stride, conv.padding,
             conv.dilation, False, (0, 0), 1, (True, False, False))[0]
