@@ -131,14 +131,11 @@ def _gradient_noise_mean(
     return weighted_gradient_sum(ModelGradient(model, output), x, eps, coef, weights, target, max_batch, per_sample=True)
 
 
-_SMOOTH_DOC = """
-
-    Formula: {formula}, ε_k ~ N(0, σ_i²), σ_i = noise_level · (max x_i − min x_i).
-
-    Source: {source}
-
-    Reference code: Captum ``captum/attr/_core/noise_tunnel.py``; DFKI-NLP/pgig
-    ``explainer/backprop.py`` (``{pgig}``).
+# The part of the smoothed methods' docstrings that they share, after each one's own head
+# (summary, formula, source, reference code): the noise, PGIG's and Captum's differences,
+# the method's own further differences ({extra}), the arguments (the inner method's: {inner}).
+_SHARED_DOC = """
+    Noise: ε_k ~ N(0, σ_i²), σ_i = noise_level · (max x_i − min x_i), or an absolute ``sigma``.
 
     Deviations: PGIG adds each new noise draw to the already-noised input (sample k sees a
     random walk x + Σ_{{j≤k}} ε_j), overwrites the caller's tensor and never zeroes
@@ -163,54 +160,66 @@ _SMOOTH_DOC = """
         Attributions shaped like ``x``.
     """
 
-def _documented(
-    method: Callable[..., torch.Tensor], name: str, summary: str, **doc: str
-) -> Callable[..., torch.Tensor]:
-    """``method`` named ``name``; its docstring is ``summary`` + ``_SMOOTH_DOC`` with ``doc``."""
+
+def _documented(method: Callable[..., torch.Tensor], name: str, inner: str, head: str,
+                extra: str = "") -> Callable[..., torch.Tensor]:
+    """``method`` named ``name``, documented by its own ``head`` and ``_SHARED_DOC``."""
     method.__name__ = name
-    method.__doc__ = summary + _SMOOTH_DOC.format(**doc)
+    method.__doc__ = head + _SHARED_DOC.format(extra=extra, inner=inner)
     return method
 
 
-smoothgrad = _documented(
-    smooth(gradient, "mean", fused_mean=_gradient_noise_mean), "smoothgrad",
-    "SmoothGrad: the input gradient averaged over noisy copies.",
-    formula="a(x) = (1/n) Σ_k ∇f_t(x + ε_k)",
-    source="Smilkov et al., \"SmoothGrad: removing noise by adding noise\", ICML 2017 "
-    "workshop, arXiv:1706.03825, eq. (2).",
-    pgig="SmoothGradExplainer",
-    extra=" For a plain ``nn.Sequential`` whose first layer A is Linear (an MLP), A(ε_k) is computed once "
-    "per draw and Aᵀ once per input (``_paths.py``): the same value up to float rounding.",
-    inner="``output``")
+smoothgrad = _documented(smooth(gradient, "mean", fused_mean=_gradient_noise_mean), "smoothgrad", "``output``", """\
+SmoothGrad: the input gradient averaged over noisy copies.
 
-smoothgrad_squared = _documented(
-    smooth(gradient, "mean-square"), "smoothgrad_squared",
-    "SmoothGrad²: the mean of squared gradients over noisy copies.",
-    formula="a(x) = (1/n) Σ_k ∇f_t(x + ε_k)²",
-    source="Hooker, Erhan, Kindermans & Kim, \"A Benchmark for Interpretability Methods in "
-    "Deep Neural Networks\", NeurIPS 2019, arXiv:1806.10758, §4 (SG-SQ).",
-    pgig="SmoothGrad2Explainer", extra="", inner="``output``")
+    Formula: a(x) = (1/n) Σ_k ∇f_t(x + ε_k).
 
-vargrad = _documented(
-    smooth(gradient, "variance"), "vargrad",
-    "VarGrad: the variance of the gradient over noisy copies.",
-    formula="a(x) = (1/n) Σ_k (∇f_t(x + ε_k) − ḡ)², ḡ = (1/n) Σ_k ∇f_t(x + ε_k)",
-    source="Adebayo et al., \"Local Explanation Methods for Deep Neural Networks Lack "
-    "Sensitivity to Parameter Values\", ICLR 2018 workshop, arXiv:1810.03307.",
-    pgig="VarGradExplainer",
-    extra=" The variance is accumulated with Chan et al.'s update (mean and M2), not as "
-    "E[g²] − E[g]² as Captum and PGIG do, which cancels catastrophically when the mean "
-    "gradient is large.",
-    inner="``output``")
+    Source: Smilkov et al., "SmoothGrad: removing noise by adding noise", ICML 2017 workshop,
+    arXiv:1706.03825, eq. (2).
+
+    Reference code: Captum ``captum/attr/_core/noise_tunnel.py``; DFKI-NLP/pgig
+    ``explainer/backprop.py`` (``SmoothGradExplainer``).
+""", extra=" For a plain ``nn.Sequential`` whose first layer A is Linear (an MLP), A(ε_k) is "
+         "computed once per draw and Aᵀ once per input (``_paths.py``): the same value up to float rounding.")
+
+smoothgrad_squared = _documented(smooth(gradient, "mean-square"), "smoothgrad_squared", "``output``", """\
+SmoothGrad²: the mean of squared gradients over noisy copies.
+
+    Formula: a(x) = (1/n) Σ_k ∇f_t(x + ε_k)².
+
+    Source: Hooker, Erhan, Kindermans & Kim, "A Benchmark for Interpretability Methods in Deep
+    Neural Networks", NeurIPS 2019, arXiv:1806.10758, §4 (SG-SQ); the noise of SmoothGrad.
+
+    Reference code: Captum's NoiseTunnel (``smoothgrad_sq``); DFKI-NLP/pgig
+    ``explainer/backprop.py`` (``SmoothGrad2Explainer``).
+""")
+
+vargrad = _documented(smooth(gradient, "variance"), "vargrad", "``output``", """\
+VarGrad: the variance of the gradient over noisy copies.
+
+    Formula: a(x) = (1/n) Σ_k (∇f_t(x + ε_k) − ḡ)², with ḡ = (1/n) Σ_k ∇f_t(x + ε_k) the
+    SmoothGrad map.
+
+    Source: Adebayo et al., "Local Explanation Methods for Deep Neural Networks Lack
+    Sensitivity to Parameter Values", ICLR 2018 workshop, arXiv:1810.03307.
+
+    Reference code: Captum's NoiseTunnel (``vargrad``), whose E[g²] − E[g]² is replaced here
+    (below); DFKI-NLP/pgig ``explainer/backprop.py`` (``VarGradExplainer``).
+""", extra=" The variance is accumulated with Chan et al.'s update (mean and M2), not as "
+         "E[g²] − E[g]² as Captum and PGIG do, which cancels catastrophically when the mean gradient is large.")
 
 smoothgrad_integrated_gradients = _documented(
     smooth(integrated_gradients, "mean"), "smoothgrad_integrated_gradients",
-    "SmoothGrad-IG: Integrated Gradients averaged over noisy copies (SmoothGrad composed over IG).",
-    formula="a(x) = (1/n) Σ_k IG(x + ε_k), each IG with its own options (baseline, steps)",
-    source="Smilkov et al., arXiv:1706.03825, §3.3 (SmoothGrad applied to Integrated "
-    "Gradients); Sundararajan et al., ICML 2017, arXiv:1703.01365.",
-    pgig="SmoothGradIGExplainer (sg_ig)",
-    extra=" PGIG's sg_ig instead replaces each path gradient ∇f(α_k x) by SmoothGrad at "
-    "α_k x (the noise is not multiplied by x − x'); here SmoothGrad wraps IG as the "
-    "SmoothGrad paper and Captum's NoiseTunnel(IntegratedGradients) do.",
-    inner="``n_steps``, ``rule``, ``baseline``, ``output``, ...")
+    "``n_steps``, ``rule``, ``baseline``, ``output``, ...", """\
+SmoothGrad-IG: Integrated Gradients averaged over noisy copies (SmoothGrad composed over IG).
+
+    Formula: a(x) = (1/n) Σ_k IG(x + ε_k), each IG with its own options (baseline, steps).
+
+    Source: Smilkov et al., arXiv:1706.03825, §3.3 (SmoothGrad applied to Integrated
+    Gradients); Sundararajan et al., ICML 2017, arXiv:1703.01365.
+
+    Reference code: Captum's NoiseTunnel(IntegratedGradients); DFKI-NLP/pgig
+    ``explainer/backprop.py`` (``SmoothGradIGExplainer (sg_ig)``).
+""", extra=" PGIG's sg_ig instead replaces each path gradient ∇f(α_k x) by SmoothGrad at α_k x "
+         "(the noise is not multiplied by x − x'); here SmoothGrad wraps IG as the SmoothGrad "
+         "paper and Captum's NoiseTunnel(IntegratedGradients) do.")
