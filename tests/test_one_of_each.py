@@ -168,3 +168,29 @@ def test_diffroar_defaults_are_the_named_constants() -> None:
     assert options["levels"].default is dr.LEVELS and options["max_stack"].default == dr.MAX_STACK == 32
     settings = DiffROARSettings()
     assert settings.levels == list(dr.LEVELS) and settings.max_stack == dr.STUDY_MAX_STACK == 64
+
+
+def test_torch_thread_pool_gives_workers_their_count_and_leaves_later_threads_the_callers() -> None:
+    """rank_positions and the side-by-side retrain stacks share one pool helper; a worker's
+    torch.set_num_threads must not become the count of threads started after the pool."""
+    import threading
+
+    from gradaudit.masking.ranking import rank_positions
+
+    def count_in_new_thread() -> int:
+        seen: list[int] = []
+        thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        return seen[0]
+
+    caller = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with _torch_utils.torch_thread_pool(2, 1) as pool:
+            assert list(pool.map(lambda _: torch.get_num_threads(), range(4))) == [1, 1, 1, 1]
+        assert torch.get_num_threads() == 2 and count_in_new_thread() == 2
+        rank_positions(torch.randn(64, 50), seed=0, workers=2)
+        assert torch.get_num_threads() == 2 and count_in_new_thread() == 2
+    finally:
+        torch.set_num_threads(caller)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
 
-__all__ = ["eval_mode", "model_device"]
+__all__ = ["eval_mode", "model_device", "torch_thread_pool"]
 
 
 @contextlib.contextmanager
@@ -42,3 +43,19 @@ def model_device(
         return torch.device(device)
     first = next(model.parameters(), None)
     return first.device if first is not None else torch.device(default)
+
+
+@contextlib.contextmanager
+def torch_thread_pool(workers: int, torch_threads: int = 1) -> Iterator[ThreadPoolExecutor]:
+    """A pool of ``workers`` Python threads whose torch ops each run on ``torch_threads``
+    threads: torch's CPU ops release the GIL, so independent pieces of work run side by side.
+
+    ``torch.set_num_threads`` in a worker sets that thread's count, but also torch's default
+    for threads started later; the caller's count is set again on exit, so a thread started
+    after the pool (in this library or the caller's code) does not inherit the workers'."""
+    caller = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(torch_threads,)) as pool:
+            yield pool
+    finally:
+        torch.set_num_threads(caller)

@@ -22,14 +22,13 @@ import hashlib
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from .._progress import progress
-from .._torch_utils import eval_mode
+from .._torch_utils import eval_mode, torch_thread_pool
 from ..data.imageset import ImageSet
 from ..masking.fill import MASK_VIEW, fill_masked, mask_view  # MASK_VIEW re-exported
 from ..masking.ranking import keep_mask_count
@@ -301,15 +300,8 @@ class Retrainer:
         if len(stacks) == 1:
             fits = [self._fit_part(jobs, mean, bar)]
         else:
-            def run(rows: slice) -> tuple[StackedFit, list[float]]:
-                torch.set_num_threads(max(1, threads // len(stacks)))  # this thread's own setting
-                return self._fit_part(jobs[rows], mean, bar)
-
-            try:
-                with ThreadPoolExecutor(len(stacks)) as pool:
-                    fits = list(pool.map(run, stacks))
-            finally:
-                torch.set_num_threads(threads)  # MKL's count is process-wide: restore it
+            with torch_thread_pool(len(stacks), max(1, threads // len(stacks))) as pool:
+                fits = list(pool.map(lambda rows: self._fit_part(jobs[rows], mean, bar), stacks))
         rows = [{"key": a.key(self.rankings[a.ranking].d), "seed": s, "init_seed": s, "data_seed": s,
                  "accuracy": acc, **_last_epoch(fitted, i)}
                 for (fitted, accs), sl in zip(fits, stacks, strict=True)

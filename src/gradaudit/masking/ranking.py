@@ -21,11 +21,12 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 import numpy as np
 import torch
 
+from .._torch_utils import torch_thread_pool
 from .._validation import check_choice, check_float, check_int
 
 __all__ = ["RANK_BY", "SIDES", "keep_count", "keep_mask", "keep_mask_count", "rank_positions", "scores"]
@@ -69,9 +70,7 @@ def rank_positions(
     gen = torch.Generator().manual_seed(seed)
     out = torch.empty((n, d), dtype=dtype)
     threads = workers or torch.get_num_threads()
-    # each worker sorts on one torch thread (a per-thread setting: the caller's is unchanged)
-    with (ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) if threads > 1
-          else contextlib.nullcontext()) as pool:
+    with torch_thread_pool(threads) if threads > 1 else contextlib.nullcontext() as pool:
         running: list[Future[None]] = []
         for i in range(0, n, batch_size):
             block = s[i : i + batch_size].flatten(1).cpu()
