@@ -148,30 +148,22 @@ class GroupInputs:
     def __call__(self, rows: torch.Tensor) -> torch.Tensor:
         total = self.blocks[-1][0].stop
         out = torch.empty((total, *rows.shape[1:], *self.x.shape[1:]), dtype=self.x.dtype, device=self.x.device)
-        gathered: dict[Any, torch.Tensor] = {}  # rows of x and of positions, gathered once per step
-
-        def take(t: torch.Tensor, index: torch.Tensor, key: Any) -> torch.Tensor:
-            if key is None:
-                return _take(t, index)
-            if key not in gathered:
-                gathered[key] = _take(t, index)
-            return gathered[key]
-
+        # rows of x and of positions (and positions as floats) that blocks of one seed share,
+        # made once per step
+        gathered: dict[tuple[Any, ...], torch.Tensor] = {}
         for sl, arm, positions, counts, source in self.blocks:
-            shared = len(rows) == 1 or source is not None
             index = rows if len(rows) == 1 else rows[source : source + 1] if source is not None else rows[sl]
-            source_key = 0 if len(rows) == 1 else source
-            pos = take(positions, index, None if not shared else ("pos", id(positions), source_key))
-            xb = take(self.x, index, None if not shared else ("x", source_key))
+            # the cache key of this block's rows (None: rows of its own, nothing to share)
+            rows_key = (0,) if len(rows) == 1 else None if source is None else (source,)
+            pos = _once(gathered, rows_key and ("pos", id(positions), *rows_key), _take, positions, index)
+            xb = _once(gathered, rows_key and ("x", *rows_key), _take, self.x, index)
             d = pos[0, 0].numel()
             if arm.view == "pixels" and self.fill == "zero" and pos.shape[2:] == self.x.shape[1:] and _exact(self.x, d):
                 # x · keep with keep built in x's dtype (clamp of c − pos: 1 kept, 0 not; integers
                 # below 2^24 are exact), the same products as fill_masked's x · bool mask, with
                 # contiguous (members, rows, d) loops instead of broadcasts over a 28-wide axis.
-                key = ("float", id(positions), source_key)
-                pf = gathered.get(key) if shared else None
-                if pf is None:
-                    pf = gathered[key] = pos.flatten(2).to(self.x.dtype)
+                pf = _once(gathered, rows_key and ("float", id(positions), *rows_key),
+                           lambda p: p.flatten(2).to(self.x.dtype), pos)
                 c = counts.to(self.x.dtype).view(-1, 1, 1)
                 keep = (c - pf) if arm.side == "top" else pf - (d - 1 - c)  # bottom: pos − (d − c) + 1
                 torch.mul(xb.flatten(2), keep.clamp_(0, 1), out=out[sl].flatten(2))
@@ -184,6 +176,16 @@ class GroupInputs:
             else:
                 out[sl] = fill_masked(xb.expand(shape), keep, self.fill, mean=self.mean)
         return out
+
+
+def _once(cache: dict[tuple[Any, ...], torch.Tensor], key: tuple[Any, ...] | None,
+          make: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
+    """``make(*args)``, kept in ``cache`` under ``key`` and reused (``key`` None: not kept)."""
+    if key is None:
+        return make(*args)
+    if key not in cache:
+        cache[key] = make(*args)
+    return cache[key]
 
 
 def _take(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
