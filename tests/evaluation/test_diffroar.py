@@ -107,11 +107,11 @@ def test_side_by_side_stacks_equal_one_stack(blocks, monkeypatch) -> None:
         torch.set_num_threads(threads)
     assert side.top.values == alone.top.values and side.bottom.values == alone.bottom.values
     r = Retrainer(BLOCK_SPEC, BLOCK_RECIPE, train, test, {}, "zero", "auto", 32, "cuda", True)
-    r._bmm = True
+    r._engine_used = "bmm"
     assert r._side_by_side(8, 4) == [slice(0, 8)]
-    r.device, r._bmm = "cpu", False  # the loop engine
+    r.device, r._engine_used = "cpu", "loop"
     assert r._side_by_side(8, 4) == [slice(0, 8)]
-    r._bmm = True
+    r._engine_used = "bmm"
     assert r._side_by_side(8, 1) == [slice(0, 8)] and r._side_by_side(5, 2) == [slice(0, 2), slice(2, 5)]
 
 

@@ -236,7 +236,7 @@ class Retrainer:
     quiet: bool
     precision: str = "fp32"
     _on_device: dict[str, ImageSet] = field(default_factory=dict, init=False, repr=False)
-    _bmm: bool = field(default=False, init=False, repr=False)
+    _engine_used: str = field(default="", init=False, repr=False)  # self.engine, "auto" resolved
     _positions: dict[tuple[str, int | None], tuple[torch.Tensor, torch.Tensor]] = field(
         default_factory=dict, init=False, repr=False)
 
@@ -260,7 +260,7 @@ class Retrainer:
         device = torch.device(self.device)
         self._on_device = {"train": self.train.to(device), "test": self.test.to(device)}
         self._positions = {}
-        self._bmm = self._engine(device) == "bmm"
+        self._engine_used = self._engine(device)
         mean = self.train.x.mean((0, 2, 3)).to(device) if self.fill == "mean" else None
         with progress(self.quiet) as bar:
             task = bar.add_task("retrain groups", total=len(groups))
@@ -275,7 +275,8 @@ class Retrainer:
         return {(arm, s): done[(arm.key(self.rankings[arm.ranking].d), s)] for arm in arms for s in seeds}
 
     def _engine(self, device: torch.device) -> str:
-        """The engine ``fit_stacked`` runs for these retrains (resolving "auto")."""
+        """The engine ``fit_stacked`` runs for these retrains ("auto" resolved once per job, so
+        that the side-by-side decision and every group use the same one)."""
         if self.engine != "auto":
             return self.engine
         ok = stackable(self.spec.build(0))[0]
@@ -324,7 +325,7 @@ class Retrainer:
         member's numbers are those of one stack (those of ``fit`` with one thread).
         Elsewhere (CUDA, one thread, other engines): one stack."""
         one = [slice(0, members)]
-        if threads < 2 or members < 2 or torch.device(self.device).type != "cpu" or not self._bmm:
+        if threads < 2 or members < 2 or torch.device(self.device).type != "cpu" or self._engine_used != "bmm":
             return one
         count = min(threads, members)
         return [slice(i * members // count, (i + 1) * members // count) for i in range(count)]
@@ -335,7 +336,7 @@ class Retrainer:
         train, test_set = self._on_device["train"], self._on_device["test"]
         arms, seeds = [a for _, a, _ in jobs], [s for s, _, _ in jobs]
         members = [Member(s, s, _inputs(a, p[0], self.fill, mean)) for s, a, p in jobs]
-        fitted = fit_stacked(self.spec, train, self.recipe, members, engine=self.engine,
+        fitted = fit_stacked(self.spec, train, self.recipe, members, engine=self._engine_used,
                              batch_inputs=GroupInputs(arms, [p[0] for _, _, p in jobs], train.x, self.fill, mean, seeds),
                              device=self.device, bar=bar, precision=self.precision)
         test = GroupInputs(arms, [p[1] for _, _, p in jobs], test_set.x, self.fill, mean)
